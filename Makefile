@@ -1,0 +1,23 @@
+# d2ext: `make demo` and `make test` set up what they need (tools/setup_env.sh).
+# PYTHON=/path/to/python uses that environment instead of ./.venv.
+PY := $(if $(PYTHON),$(PYTHON),.venv/bin/python)
+DEMO_CONFIG ?= configs/baselines/toy/panoptic_fpn_R18_toy.yaml
+DEMO_OUT ?= output/demo
+
+.PHONY: setup test demo bench
+
+setup:
+	@bash tools/setup_env.sh
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+demo: setup
+	$(PY) train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT)
+	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --input "datasets/toy/images/val/*.png" \
+		--output $(DEMO_OUT)/overlays --max-images 8 MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
+	@echo "overlays: $(DEMO_OUT)/overlays"
+
+bench: setup
+	$(PY) tools/benchmark.py --config-file $(DEMO_CONFIG) --task inference --device cpu \
+		--output $(DEMO_OUT)/benchmark.json

@@ -1,0 +1,103 @@
+"""Adaptations that let detectron2 0.6 run on today's numpy, Pillow and torch.
+
+Every adaptation here is feature-detected and a no-op where it is not needed
+(e.g. on detectron2 built from current source). ``apply()`` runs once when
+``d2ext`` is imported, before any detectron2 module that needs it is imported.
+Nothing else in the project patches third-party code.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import importlib.util
+import sys
+import types
+from typing import List
+
+# numpy 1.24 removed these aliases; detectron2 0.6 uses them in polygon
+# rasterization, the class histogram, the semantic evaluator and the Visualizer.
+_NUMPY_ALIASES = {"float": float, "int": int, "bool": bool, "object": object, "str": str}
+
+APPLIED: List[str] = []
+
+
+def _numpy_aliases() -> None:
+    import numpy as np
+
+    for name, value in _NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+            APPLIED.append(f"numpy.{name}")
+
+
+def _pil_linear() -> None:
+    # Pillow 10 removed Image.LINEAR; detectron2 0.6 evaluates it as a default
+    # argument when detectron2.data.transforms is imported.
+    from PIL import Image
+
+    if not hasattr(Image, "LINEAR"):
+        Image.LINEAR = Image.BILINEAR
+        APPLIED.append("PIL.Image.LINEAR")
+
+
+class _MissingCompiledOps(types.ModuleType):
+    """Stands in for ``detectron2._C`` when detectron2 has no compiled ops.
+
+    Several ``detectron2.layers`` modules import ``_C`` at import time but only
+    call it for rotated boxes, deformable convolution and the fast COCO eval,
+    none of which d2ext uses. Any call explains itself instead of failing with
+    an AttributeError.
+    """
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"detectron2._C.{name} is a compiled op, but this detectron2 was installed "
+            "without compiled ops (see README, 'About detectron2'). Rotated boxes, "
+            "deformable convolution and COCOEvaluator(use_fast_impl=True) need a "
+            "detectron2 built from source."
+        )
+
+
+def has_compiled_ops() -> bool:
+    mod = sys.modules.get("detectron2._C")
+    return mod is not None and not isinstance(mod, _MissingCompiledOps)
+
+
+def _compiled_ops_stub() -> None:
+    if "detectron2._C" in sys.modules:
+        return
+    if importlib.util.find_spec("detectron2._C") is not None:
+        return
+    stub = _MissingCompiledOps("detectron2._C")
+    sys.modules["detectron2._C"] = stub
+    import detectron2
+
+    detectron2._C = stub
+    APPLIED.append("detectron2._C stub")
+
+
+def _pkg_resources() -> None:
+    # detectron2 0.6's model_zoo imports pkg_resources (removed from recent
+    # setuptools) only to locate its bundled config files.
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return
+    module = types.ModuleType("pkg_resources")
+
+    def resource_filename(package: str, resource: str) -> str:
+        return str(importlib.resources.files(package).joinpath(resource))
+
+    module.resource_filename = resource_filename
+    sys.modules["pkg_resources"] = module
+    APPLIED.append("pkg_resources.resource_filename")
+
+
+def apply() -> List[str]:
+    """Apply every needed adaptation once; returns the names of those applied."""
+    if not getattr(apply, "_done", False):
+        _numpy_aliases()
+        _pil_linear()
+        _compiled_ops_stub()
+        _pkg_resources()
+        apply._done = True
+    return list(APPLIED)
