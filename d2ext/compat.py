@@ -92,6 +92,27 @@ def _pkg_resources() -> None:
     APPLIED.append("pkg_resources.resource_filename")
 
 
+def create_local_process_group(num_workers_per_machine: int) -> None:
+    """Creates the process group of the ranks on this machine, for ``comm.get_local_rank``.
+
+    detectron2 from current source has ``comm.create_local_process_group``;
+    0.6 expects ``launch`` to set the module global ``_LOCAL_PROCESS_GROUP``.
+    """
+    from detectron2.utils import comm
+
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(num_workers_per_machine)
+        return
+    import torch.distributed as dist
+
+    world_size, rank = dist.get_world_size(), dist.get_rank()
+    for machine in range(world_size // num_workers_per_machine):
+        ranks = list(range(machine * num_workers_per_machine, (machine + 1) * num_workers_per_machine))
+        group = dist.new_group(ranks)  # every rank must take part in every new_group
+        if rank in ranks:
+            comm._LOCAL_PROCESS_GROUP = group
+
+
 def apply() -> List[str]:
     """Apply every needed adaptation once; returns the names of those applied."""
     if not getattr(apply, "_done", False):

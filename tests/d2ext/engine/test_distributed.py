@@ -1,0 +1,49 @@
+"""Two CPU processes (gloo) train data-parallel: identical parameters on both
+ranks, and the evaluation of the whole val set is gathered on rank 0."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from d2ext.engine import Trainer, load_cfg
+from tests.d2ext.engine.toy_train_config import CONFIG, tiny_opts
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_worker.py")
+
+
+def _check_run(out):
+    p0 = torch.load(os.path.join(out, "params_rank0.pth"))
+    p1 = torch.load(os.path.join(out, "params_rank1.pth"))
+    assert p0.keys() == p1.keys()
+    for name in p0:
+        assert torch.equal(p0[name], p1[name]), f"{name} differs between ranks"
+    r0 = json.load(open(os.path.join(out, "eval_rank0.json")))
+    r1 = json.load(open(os.path.join(out, "eval_rank1.json")))
+    assert r0["world_size"] == 2 and r1["world_size"] == 2
+    assert r1["results"] == {}  # only the main process gets results
+    miou = r0["results"]["sem_seg"]["mIoU"]
+    # the gathered result equals a single-process evaluation of the same weights
+    cfg = load_cfg(CONFIG, tiny_opts(out, max_iter=3))
+    model = Trainer.build_model(cfg)
+    DetectionCheckpointer(model).load(os.path.join(out, "model_final.pth"))
+    single = Trainer.test(cfg, model)["sem_seg"]["mIoU"]
+    assert abs(single - miou) < 1e-6
+
+
+def test_two_cpu_processes_with_launch(tmp_path):
+    out = str(tmp_path)
+    proc = subprocess.run([sys.executable, WORKER, out, "--num-gpus", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _check_run(out)
+
+
+def test_two_cpu_processes_with_torchrun(tmp_path):
+    out = str(tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "0", WORKER, out]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    _check_run(out)
