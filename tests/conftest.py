@@ -16,3 +16,6 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
 warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 import d2ext  # noqa: E402,F401
+
+# pycocotools' RLE decoding under numpy 2 warns on every call (harmless).
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="pycocotools")

@@ -1,0 +1,277 @@
+"""The one dataset mapper of every project: read, augment once, build targets.
+
+For one dataset dict (``d2ext/data/CONVENTIONS.md``) at training time:
+
+1. read the image (``utils.read_image`` + ``utils.check_image_size``);
+2. read the label maps the requested targets need (``d2ext.data.targets``), and
+   the semantic map the category-area crop needs when the dict has one: the
+   semantic PNG, or the panoptic PNG (checked against ``segments_info``), from
+   which a missing semantic map is derived;
+3. run every augmentation once on one ``AugInput`` carrying the image, the
+   semantic map and the panoptic map, so that all share one geometry;
+4. pad image / semantic / panoptic maps to ``size_divisibility`` (0 / ignore / 0);
+5. call each target builder, which writes its fields into the output dict.
+
+Output: the input dict's fields (``annotations`` consumed), ``image`` (C, H, W)
+tensor (uint8 for the usual formats), ``height`` / ``width`` of the original
+image, and one key per target. At test time: the resized image and the original
+size, no targets, no label map read, no padding (the model pads and resizes
+its outputs back to ``height`` x ``width``).
+
+Label maps are resized with nearest neighbour through PIL's uint8 path, the
+same one RLE instance masks take in ``transform_instance_annotations``: the
+panoptic map as its RGB PNG, a semantic map wider than 8 bits as 3 bytes. So a
+pixel keeps the same source pixel in every target (detectron2's resize of
+non-uint8 arrays goes through torch, which samples different pixels).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+
+from d2ext.data.augmentations import build_augmentations
+from d2ext.data.datasets.checks import DatasetError, check_label_size, check_panoptic_png
+from d2ext.data.targets import (
+    TARGET_BUILDERS,
+    MapperSettings,
+    TargetContext,
+    has_panoptic,
+    has_semantic,
+    semantic_from_panoptic,
+)
+from d2ext.model_io import model_targets
+
+__all__ = ["CommonDatasetMapper", "LabelMapsAugInput", "transform_label_map"]
+
+logger = logging.getLogger(__name__)
+
+
+def _to_bytes(labels: np.ndarray) -> np.ndarray:
+    """(H, W) ints in [0, 2**24) -> (H, W, 3) uint8, little-endian."""
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= 1 << 24):
+        raise ValueError("label maps must hold values in [0, 2**24)")
+    return np.stack([(labels >> s) & 255 for s in (0, 8, 16)], axis=-1).astype(np.uint8)
+
+
+def _from_bytes(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int64)
+    return rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
+
+
+def transform_label_map(tfm: T.Transform, labels: np.ndarray) -> np.ndarray:
+    """Applies ``tfm`` to an (H, W) label map through the uint8 segmentation path."""
+    if labels.dtype == np.uint8:
+        return tfm.apply_segmentation(labels)
+    out = _from_bytes(tfm.apply_segmentation(_to_bytes(labels)))
+    return out.astype(labels.dtype)
+
+
+class LabelMapsAugInput(T.AugInput):
+    """``AugInput`` that also carries the panoptic map (as its (H, W, 3) uint8
+    RGB encoding) and sends every label map through the uint8 nearest path."""
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        *,
+        sem_seg: Optional[np.ndarray] = None,
+        pan_seg: Optional[np.ndarray] = None,
+    ):
+        super().__init__(image, sem_seg=sem_seg)
+        self.pan_seg = pan_seg
+
+    def transform(self, tfm: T.Transform) -> None:
+        self.image = tfm.apply_image(self.image)
+        if self.boxes is not None:
+            self.boxes = tfm.apply_box(self.boxes)
+        if self.sem_seg is not None:
+            self.sem_seg = transform_label_map(tfm, self.sem_seg)
+        if self.pan_seg is not None:
+            self.pan_seg = tfm.apply_segmentation(self.pan_seg)
+
+
+def _pad(array: np.ndarray, size: Sequence[int], value: int) -> np.ndarray:
+    ph, pw = size[0] - array.shape[0], size[1] - array.shape[1]
+    if ph == 0 and pw == 0:
+        return array
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="constant", constant_values=value)
+
+
+class CommonDatasetMapper:
+    """Maps a dataset dict to the model's input (see the module docstring)."""
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[Union[T.Augmentation, T.Transform]],
+        image_format: str,
+        targets: Sequence[str] = (),
+        ignore_label: int = 255,
+        instance_mask_format: str = "polygon",
+        recompute_boxes: bool = False,
+        size_divisibility: int = -1,
+    ):
+        """
+        Args:
+            is_train: build targets (training) or only the image (inference).
+            augmentations: applied in order, once, to the image and every target.
+            image_format: see ``detectron2.data.detection_utils.read_image``.
+            targets: names registered in ``d2ext.data.targets.TARGET_BUILDERS``;
+                built at training time only.
+            ignore_label: semantic label of unlabeled and padded pixels.
+            instance_mask_format: "polygon" or "bitmask" for the "instances" target.
+            recompute_boxes: instance boxes = tight boxes of the augmented masks.
+            size_divisibility: pad training images and targets to a multiple of
+                this at the bottom / right; <= 0 leaves padding to the model.
+        """
+        if instance_mask_format not in ("polygon", "bitmask"):
+            raise ValueError(
+                f"instance_mask_format must be 'polygon' or 'bitmask', got {instance_mask_format!r}"
+            )
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.targets = tuple(targets)
+        self._builders = [TARGET_BUILDERS.get(name) for name in self.targets]  # fails early
+        self.settings = MapperSettings(
+            is_train=is_train,
+            image_format=image_format,
+            ignore_label=int(ignore_label),
+            instance_mask_format=instance_mask_format,
+            recompute_boxes=recompute_boxes,
+            size_divisibility=int(size_divisibility),
+        )
+        # The category-area crop looks at the semantic map: read it when the
+        # dict has one even if no target needs it.
+        self._crop_reads_semantics = any(
+            isinstance(a, T.RandomCrop_CategoryAreaConstraint) and a.single_category_max_area < 1.0
+            for a in augmentations
+        )
+        mode = "training" if is_train else "inference"
+        logger.info(
+            f"[CommonDatasetMapper] {mode}: augmentations {augmentations}, "
+            f"targets {list(self.targets)}"
+        )
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        ignore_label = (
+            MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("ignore_label", 255)
+            if cfg.DATASETS.TRAIN
+            else 255
+        )
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentations(cfg, is_train, ignore_label=ignore_label),
+            "image_format": cfg.INPUT.FORMAT,
+            "targets": sorted(model_targets(cfg)) if is_train else (),
+            "ignore_label": ignore_label,
+            "instance_mask_format": cfg.INPUT.MASK_FORMAT,
+            # As detectron2: a crop cuts objects, so their boxes no longer fit.
+            "recompute_boxes": bool(is_train and cfg.INPUT.CROP.ENABLED and cfg.MODEL.MASK_ON),
+            "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY if is_train else -1,
+        }
+
+    # -- reading ------------------------------------------------------------
+    def _read_semantic(self, dataset_dict: dict, image_hw) -> np.ndarray:
+        path = dataset_dict["sem_seg_file_name"]
+        labels = utils.read_image(path)  # mode kept: "L"/"P" 8 bit, "I;16"/"I" wider
+        if labels.ndim == 3:
+            raise DatasetError(
+                f"semantic label map {path!r} (for {dataset_dict.get('file_name')!r}) has "
+                f"{labels.shape[2]} channels; expected a single-channel PNG of class ids"
+            )
+        check_label_size(labels, image_hw, path, dataset_dict.get("file_name"))
+        if labels.dtype != np.uint8:
+            fits = labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255)
+            narrow = fits and self.settings.ignore_label <= 255
+            labels = labels.astype(np.uint8 if narrow else np.int32)
+        return labels
+
+    def _read_panoptic(self, dataset_dict: dict, image_hw):
+        """-> (H, W, 3) uint8 RGB encoding and (H, W) int64 segment ids."""
+        path = dataset_dict["pan_seg_file_name"]
+        rgb = utils.read_image(path, format="RGB")
+        ids = _from_bytes(rgb)  # id = R + 256 G + 256^2 B
+        check_label_size(ids, image_hw, path, dataset_dict.get("file_name"))
+        check_panoptic_png(ids, dataset_dict["segments_info"], path)
+        return rgb, ids
+
+    # -- mapping ------------------------------------------------------------
+    def __call__(self, dataset_dict: dict) -> dict:
+        dataset_dict = copy.deepcopy(dataset_dict)
+        image = utils.read_image(dataset_dict["file_name"], format=self.settings.image_format)
+        utils.check_image_size(dataset_dict, image)
+        original_image = image
+        image_hw = image.shape[:2]
+
+        if not self.is_train:
+            aug_input = T.AugInput(image)
+            self.augmentations(aug_input)
+            image = aug_input.image
+            dataset_dict.pop("annotations", None)
+            dataset_dict.pop("sem_seg_file_name", None)
+            dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            return dataset_dict
+
+        maps = set()
+        for builder in self._builders:
+            maps |= builder.maps(dataset_dict)  # raises if the dict cannot provide them
+        if self._crop_reads_semantics and has_semantic(dataset_dict):
+            maps.add("sem_seg")
+
+        sem_seg = pan_rgb = None
+        sem_from_pan = "sem_seg" in maps and "sem_seg_file_name" not in dataset_dict
+        if "pan_seg" in maps or sem_from_pan:
+            pan_rgb, pan_ids = self._read_panoptic(dataset_dict, image_hw)
+        if "sem_seg" in maps:
+            if "sem_seg_file_name" in dataset_dict:
+                sem_seg = self._read_semantic(dataset_dict, image_hw)
+            else:
+                sem_seg = semantic_from_panoptic(
+                    pan_ids, dataset_dict["segments_info"], self.settings.ignore_label
+                )
+        aug_input = LabelMapsAugInput(
+            image, sem_seg=sem_seg, pan_seg=pan_rgb if "pan_seg" in maps else None
+        )
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        image_size = tuple(image.shape[:2])
+
+        sem_seg = None if aug_input.sem_seg is None else aug_input.sem_seg.astype(np.int64)
+        pan_ids = None if aug_input.pan_seg is None else _from_bytes(aug_input.pan_seg)
+        div = self.settings.size_divisibility
+        if div > 0:
+            padded = [int(np.ceil(s / div)) * div for s in image_size]
+            image = _pad(image, padded, 0)
+            if sem_seg is not None:
+                sem_seg = _pad(sem_seg, padded, self.settings.ignore_label)
+            if pan_ids is not None:
+                pan_ids = _pad(pan_ids, padded, 0)
+
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        ctx = TargetContext(
+            image=image,
+            original_image=original_image,
+            transforms=transforms,
+            image_size=image_size,
+            sem_seg=sem_seg,
+            pan_ids=pan_ids,
+            dataset_dict=dataset_dict,
+            settings=self.settings,
+        )
+        for builder in self._builders:
+            builder.build(ctx, dataset_dict)
+        dataset_dict.pop("annotations", None)
+        return dataset_dict
