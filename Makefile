@@ -20,4 +20,4 @@ demo: setup
 
 bench: setup
 	$(PY) tools/benchmark.py --config-file $(DEMO_CONFIG) --task inference --device cpu \
-		--output $(DEMO_OUT)/benchmark.json
+		--output $(DEMO_OUT)/benchmark.json MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
