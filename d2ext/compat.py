@@ -1,4 +1,4 @@
-"""Adaptations that let detectron2 0.6 run on today's numpy, Pillow and torch.
+"""Adaptations that let detectron2 0.6 (and cityscapesscripts) run on today's numpy, Pillow, setuptools.
 
 Every adaptation here is feature-detected and a no-op where it is not needed
 (e.g. on detectron2 built from current source). ``apply()`` runs once when
@@ -27,6 +27,20 @@ def _numpy_aliases() -> None:
         if name not in np.__dict__:
             setattr(np, name, value)
             APPLIED.append(f"numpy.{name}")
+
+
+def _numpy_in1d() -> None:
+    # numpy 2.4 removed np.in1d; cityscapesscripts 2.3.0's official evaluation
+    # calls it (void handling in the instance eval, iIoU in the pixel eval).
+    import numpy as np
+
+    if "in1d" not in np.__dict__:
+
+        def in1d(ar1, ar2, assume_unique=False, invert=False, **kwargs):
+            return np.isin(np.asarray(ar1).ravel(), ar2, assume_unique=assume_unique, invert=invert, **kwargs)
+
+        np.in1d = in1d
+        APPLIED.append("numpy.in1d")
 
 
 def _pil_linear() -> None:
@@ -117,6 +131,7 @@ def apply() -> List[str]:
     """Apply every needed adaptation once; returns the names of those applied."""
     if not getattr(apply, "_done", False):
         _numpy_aliases()
+        _numpy_in1d()
         _pil_linear()
         _compiled_ops_stub()
         _pkg_resources()

@@ -2,7 +2,6 @@
 and make the repository root importable for tests that run its scripts."""
 import os
 import sys
-import warnings
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -12,10 +11,16 @@ if REPO_ROOT not in sys.path:
 # unless the caller chose another $DETECTRON2_DATASETS.
 os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO_ROOT, "datasets"))
 
-warnings.filterwarnings("ignore", category=FutureWarning, module="torch")
-warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 import d2ext  # noqa: E402,F401
 
-# pycocotools' RLE decoding under numpy 2 warns on every call (harmless).
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="pycocotools")
+
+def pytest_configure(config):
+    # Third-party noise on every call, harmless here: pycocotools' RLE decoding
+    # under numpy 2, torch's deprecation of the JIT that detectron2 0.6 uses.
+    for spec in (
+        "ignore::DeprecationWarning:pycocotools.*",
+        "ignore::FutureWarning:torch.*",
+        "ignore::UserWarning:torch.*",
+    ):
+        config.addinivalue_line("filterwarnings", spec)

@@ -69,3 +69,10 @@ def test_pkg_resources_shim_finds_model_zoo_configs():
 
     path = model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
     assert path.endswith("mask_rcnn_R_50_FPN_1x.yaml")
+
+
+def test_numpy_in1d_for_cityscapesscripts():
+    compat.apply()
+    got = np.in1d(np.array([[1, 5], [3, 7]]), [3, 5])
+    assert got.tolist() == [False, True, True, False]
+    assert np.in1d([1, 2], [2], invert=True).tolist() == [True, False]

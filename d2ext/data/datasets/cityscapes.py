@@ -1,0 +1,382 @@
+"""Cityscapes (fine annotations) on cityscapesscripts' label definitions.
+
+detectron2's names and layout, under ``<root>/cityscapes/``::
+
+    leftImg8bit/{split}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    gtFine/{split}/<city>/<city>_<seq>_<frame>_gtFine_{instanceIds,labelIds,labelTrainIds}.png
+    gtFine/cityscapes_panoptic_{split}.json       (cityscapesscripts' createPanopticImgs)
+    gtFine/cityscapes_panoptic_{split}/<city>_<seq>_<frame>_gtFine_panoptic.png
+
+Registered names (``register_all_cityscapes``):
+
+- ``cityscapes_fine_instance_seg_{train,val,test}``: the 8 evaluated thing classes
+  from ``*_instanceIds.png`` as RLE masks; evaluator "cityscapes_instance".
+- ``cityscapes_fine_sem_seg_{train,val,test}``: the 19 trainId classes from
+  ``*_labelTrainIds.png`` (255 = ignore); evaluator "cityscapes_sem_seg".
+- ``cityscapes_fine_panoptic_{train,val}``: non-separated, one contiguous id space
+  over the 19 classes (contiguous id = trainId); also ``sem_seg_file_name``;
+  evaluator "cityscapes_panoptic_seg".
+
+Registering never touches the disk; loading checks the layout and raises
+``CityscapesLayoutError`` (a DatasetError and FileNotFoundError) naming what is missing.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import pycocotools.mask as mask_util
+from cityscapesscripts.helpers.labels import labels as _CS_LABELS
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from .catalog import register_dataset
+from .checks import DatasetError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CityscapesLayoutError",
+    "CITYSCAPES_THING_LABELS",
+    "CITYSCAPES_TRAIN_LABELS",
+    "load_cityscapes_instances",
+    "load_cityscapes_semantic",
+    "load_cityscapes_panoptic",
+    "register_cityscapes_instances",
+    "register_cityscapes_semantic",
+    "register_cityscapes_panoptic",
+    "register_all_cityscapes",
+]
+
+# The classes Cityscapes evaluates: 19 with a trainId (in trainId order, which is
+# also label-id order), 8 of them with instances.
+CITYSCAPES_TRAIN_LABELS = sorted(
+    (l for l in _CS_LABELS if not l.ignoreInEval and 0 <= l.trainId < 255), key=lambda l: l.trainId
+)
+CITYSCAPES_THING_LABELS = [l for l in CITYSCAPES_TRAIN_LABELS if l.hasInstances]
+# Every instanceIds value below this is a stuff label (thing ids are >= 24).
+_FIRST_THING_LABEL_ID = min(l.id for l in _CS_LABELS if l.hasInstances)
+_THING_LABEL_ID_TO_CONTIGUOUS = {l.id: i for i, l in enumerate(CITYSCAPES_THING_LABELS)}
+
+IGNORE_LABEL = 255
+
+_LAYOUT = (
+    "expected Cityscapes layout under <root>/cityscapes/: "
+    "leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png, "
+    "gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_{instanceIds,labelIds,labelTrainIds}.png "
+    "(labelTrainIds from cityscapesscripts' createTrainIdLabelImgs), and for panoptic "
+    "gtFine/cityscapes_panoptic_<split>.json + gtFine/cityscapes_panoptic_<split>/ "
+    "(cityscapesscripts' createPanopticImgs); <root> is $DETECTRON2_DATASETS (default ./datasets)"
+)
+
+_IMAGE_SUFFIX = "_leftImg8bit.png"
+
+
+class CityscapesLayoutError(DatasetError, FileNotFoundError):
+    """A file or folder of the Cityscapes layout is missing."""
+
+
+def _missing(path: str, what: str) -> CityscapesLayoutError:
+    return CityscapesLayoutError(f"Cityscapes {what} not found: {path}; {_LAYOUT}")
+
+
+def _core_name(path: str) -> str:
+    """'<city>_<seq>_<frame>', the part shared by all files of one Cityscapes image."""
+    return "_".join(os.path.basename(path).split("_")[:3])
+
+
+def _list_images(image_dir: str) -> List[Tuple[str, str, str]]:
+    """(city, core name, image file) of every image under image_dir, sorted."""
+    if not os.path.isdir(image_dir):
+        raise _missing(image_dir, "image directory")
+    files = sorted(glob.glob(os.path.join(image_dir, "*", "*" + _IMAGE_SUFFIX)))
+    if not files:
+        raise _missing(os.path.join(image_dir, "<city>", "*" + _IMAGE_SUFFIX), "images")
+    return [(os.path.basename(os.path.dirname(f)), _core_name(f), f) for f in files]
+
+
+def _gt_files(image_dir: str, gt_dir: str, suffix: str) -> List[Tuple[str, str, str]]:
+    """(core name, image file, gt file) for every image; raises naming missing gt files."""
+    out, missing = [], []
+    for city, core, image_file in _list_images(image_dir):
+        gt_file = os.path.join(gt_dir, city, f"{core}_gtFine_{suffix}.png")
+        if not os.path.isfile(gt_file):
+            missing.append(gt_file)
+        out.append((core, image_file, gt_file))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise _missing(missing[0] + more, f"gtFine {suffix} file")
+    return out
+
+
+def _parallel_map(fn: Callable, items: list) -> list:
+    # Decoding PNGs and numpy comparisons release the GIL; threads keep order and
+    # avoid pickling dicts back from worker processes.
+    if len(items) < 16:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))
+
+
+def _instance_annotations(instance_ids: np.ndarray) -> List[dict]:
+    """Annotations of the evaluated thing classes in one (H, W) instanceIds array.
+
+    Values >= 1000 are label_id * 1000 + k (one object); thing values < 1000 are
+    the label id itself, a crowd ("group") region.
+    """
+    annos = []
+    for inst_id in np.unique(instance_ids[instance_ids >= _FIRST_THING_LABEL_ID]):
+        inst_id = int(inst_id)
+        label_id = inst_id // 1000 if inst_id >= 1000 else inst_id
+        if label_id not in _THING_LABEL_ID_TO_CONTIGUOUS:  # caravan, trailer: not evaluated
+            continue
+        mask = instance_ids == inst_id
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        x0, y0 = int(cols[0]), int(rows[0])
+        rle = mask_util.encode(np.asfortranarray(mask, dtype=np.uint8))
+        rle["counts"] = rle["counts"].decode("ascii")
+        annos.append(
+            {
+                "id": inst_id,
+                "category_id": _THING_LABEL_ID_TO_CONTIGUOUS[label_id],
+                "iscrowd": int(inst_id < 1000),
+                "bbox": [x0, y0, int(cols[-1]) - x0 + 1, int(rows[-1]) - y0 + 1],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "segmentation": rle,
+            }
+        )
+    return annos
+
+
+def load_cityscapes_instances(image_dir: str, gt_dir: str) -> List[dict]:
+    """Instance dicts from ``*_gtFine_instanceIds.png``.
+
+    Args:
+        image_dir: e.g. "<root>/cityscapes/leftImg8bit/val".
+        gt_dir: e.g. "<root>/cityscapes/gtFine/val".
+
+    Returns:
+        detectron2 standard dicts; ``annotations`` carry RLE masks (use
+        ``INPUT.MASK_FORMAT = "bitmask"``), contiguous ``category_id`` over the 8
+        thing classes, and ``iscrowd`` = 1 for group regions.
+    """
+    files = _gt_files(image_dir, gt_dir, "instanceIds")
+    logger.info(f"Loading {len(files)} Cityscapes instance annotations from {gt_dir} ...")
+
+    def load(item):
+        core, image_file, gt_file = item
+        ids = np.asarray(Image.open(gt_file))
+        return {
+            "file_name": image_file,
+            "image_id": core,
+            "height": int(ids.shape[0]),
+            "width": int(ids.shape[1]),
+            "annotations": _instance_annotations(ids),
+        }
+
+    dicts = _parallel_map(load, files)
+    logger.info(
+        f"Loaded {len(dicts)} images with {sum(len(d['annotations']) for d in dicts)} "
+        f"instances from {image_dir}"
+    )
+    return dicts
+
+
+def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> List[dict]:
+    """Semantic dicts: ``sem_seg_file_name`` is ``*_gtFine_labelTrainIds.png`` (255 = ignore)."""
+    files = _gt_files(image_dir, gt_dir, "labelTrainIds")
+    dicts = []
+    for core, image_file, gt_file in files:
+        with Image.open(gt_file) as img:  # reads the header only
+            width, height = img.size
+        dicts.append(
+            {
+                "file_name": image_file,
+                "image_id": core,
+                "height": height,
+                "width": width,
+                "sem_seg_file_name": gt_file,
+            }
+        )
+    logger.info(f"Loaded {len(dicts)} Cityscapes semantic images from {image_dir}")
+    return dicts
+
+
+def load_cityscapes_panoptic(
+    image_dir: str, gt_dir: str, panoptic_root: str, panoptic_json: str
+) -> List[dict]:
+    """Panoptic dicts from cityscapesscripts' createPanopticImgs output (label-id categories).
+
+    ``segments_info[*]["category_id"]`` becomes the contiguous id (= trainId) over
+    the 19 classes, with ``isthing``; ``sem_seg_file_name`` is the labelTrainIds PNG.
+    """
+    if not os.path.isfile(panoptic_json):
+        raise _missing(panoptic_json, "panoptic json")
+    if not os.path.isdir(panoptic_root):
+        raise _missing(panoptic_root, "panoptic PNG directory")
+    with open(panoptic_json) as f:
+        info = json.load(f)
+    sizes = {img["id"]: (img["height"], img["width"]) for img in info.get("images", [])}
+    by_core = {core: image_file for _, core, image_file in _list_images(image_dir)}
+    to_contiguous = {l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS}
+    thing_ids = {l.id for l in CITYSCAPES_THING_LABELS}
+
+    dicts = []
+    for ann in info["annotations"]:
+        core = ann["image_id"]
+        if core not in by_core:
+            raise _missing(os.path.join(image_dir, "<city>", core + _IMAGE_SUFFIX), "image")
+        image_file = by_core[core]
+        city = os.path.basename(os.path.dirname(image_file))
+        pan_file = os.path.join(panoptic_root, ann["file_name"])
+        sem_file = os.path.join(gt_dir, city, f"{core}_gtFine_labelTrainIds.png")
+        for path, what in ((pan_file, "panoptic PNG"), (sem_file, "gtFine labelTrainIds file")):
+            if not os.path.isfile(path):
+                raise _missing(path, what)
+        segments = [
+            {
+                "id": int(s["id"]),
+                "category_id": to_contiguous[s["category_id"]],
+                "iscrowd": int(s.get("iscrowd", 0)),
+                "isthing": s["category_id"] in thing_ids,
+                "area": int(s["area"]),
+                "bbox": list(s["bbox"]),
+            }
+            for s in ann["segments_info"]
+        ]
+        if core in sizes:
+            height, width = sizes[core]
+        else:
+            with Image.open(pan_file) as img:
+                width, height = img.size
+        dicts.append(
+            {
+                "file_name": image_file,
+                "image_id": core,
+                "height": int(height),
+                "width": int(width),
+                "pan_seg_file_name": pan_file,
+                "segments_info": segments,
+                "sem_seg_file_name": sem_file,
+            }
+        )
+    if not dicts:
+        raise _missing(panoptic_json + " (no annotations)", "panoptic annotations")
+    logger.info(f"Loaded {len(dicts)} Cityscapes panoptic images from {panoptic_json}")
+    return dicts
+
+
+# ---------------------------------------------------------------- registration
+
+
+def _register(name: str, spec: Dict[str, str], loader: Callable[[], List[dict]], **metadata) -> None:
+    # replace=True: these names are detectron2's builtin ones, registered on its import.
+    register_dataset(name, spec, loader, metadata, replace=True)
+
+
+def _class_metadata() -> Dict[str, object]:
+    return {
+        "thing_classes": [l.name for l in CITYSCAPES_THING_LABELS],
+        "thing_colors": [l.color for l in CITYSCAPES_THING_LABELS],
+        "stuff_classes": [l.name for l in CITYSCAPES_TRAIN_LABELS],
+        "stuff_colors": [l.color for l in CITYSCAPES_TRAIN_LABELS],
+    }
+
+
+def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> None:
+    """Registers ``load_cityscapes_instances(image_dir, gt_dir)`` as ``name``
+    (evaluator "cityscapes_instance"; metadata ``gt_dir`` for the evaluator)."""
+    _register(
+        name,
+        {"kind": "cityscapes_instances", "image_dir": image_dir, "gt_dir": gt_dir},
+        lambda: load_cityscapes_instances(image_dir, gt_dir),
+        **_class_metadata(),
+        thing_dataset_id_to_contiguous_id=dict(_THING_LABEL_ID_TO_CONTIGUOUS),
+        image_root=image_dir,
+        gt_dir=gt_dir,
+        evaluator_type="cityscapes_instance",
+    )
+
+
+def register_cityscapes_semantic(name: str, image_dir: str, gt_dir: str) -> None:
+    """Registers ``load_cityscapes_semantic(image_dir, gt_dir)`` as ``name``
+    (19 trainId classes, ignore 255; evaluator "cityscapes_sem_seg")."""
+    _register(
+        name,
+        {"kind": "cityscapes_semantic", "image_dir": image_dir, "gt_dir": gt_dir},
+        lambda: load_cityscapes_semantic(image_dir, gt_dir),
+        stuff_classes=[l.name for l in CITYSCAPES_TRAIN_LABELS],
+        stuff_colors=[l.color for l in CITYSCAPES_TRAIN_LABELS],
+        stuff_dataset_id_to_contiguous_id={l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS},
+        ignore_label=IGNORE_LABEL,
+        image_root=image_dir,
+        sem_seg_root=gt_dir,
+        gt_dir=gt_dir,
+        evaluator_type="cityscapes_sem_seg",
+    )
+
+
+def register_cityscapes_panoptic(
+    name: str, image_dir: str, gt_dir: str, panoptic_root: str, panoptic_json: str
+) -> None:
+    """Registers ``load_cityscapes_panoptic(...)`` as ``name`` (evaluator
+    "cityscapes_panoptic_seg": PQ on panoptic_json, Cityscapes AP / IoU on gt_dir)."""
+    # As detectron2's registration: thing_* and stuff_* both list all 19 classes,
+    # indexed by the contiguous id (= trainId); the id maps split things from stuff.
+    names = [l.name for l in CITYSCAPES_TRAIN_LABELS]
+    colors = [l.color for l in CITYSCAPES_TRAIN_LABELS]
+    spec = {
+        "kind": "cityscapes_panoptic",
+        "image_dir": image_dir,
+        "gt_dir": gt_dir,
+        "panoptic_root": panoptic_root,
+        "panoptic_json": panoptic_json,
+    }
+    _register(
+        name,
+        spec,
+        lambda: load_cityscapes_panoptic(image_dir, gt_dir, panoptic_root, panoptic_json),
+        thing_classes=names,
+        thing_colors=colors,
+        stuff_classes=names,
+        stuff_colors=colors,
+        thing_dataset_id_to_contiguous_id={
+            l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS if l.hasInstances
+        },
+        stuff_dataset_id_to_contiguous_id={
+            l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS if not l.hasInstances
+        },
+        ignore_label=IGNORE_LABEL,
+        label_divisor=1000,
+        image_root=image_dir,
+        panoptic_root=panoptic_root,
+        panoptic_json=panoptic_json,
+        sem_seg_root=gt_dir,
+        gt_dir=gt_dir,
+        evaluator_type="cityscapes_panoptic_seg",
+    )
+
+
+def register_all_cityscapes(root: str) -> None:
+    """Registers every Cityscapes split under ``<root>/cityscapes``, replacing
+    detectron2's registrations of the same names."""
+    base = os.path.join(root, "cityscapes")
+    for split in ("train", "val", "test"):
+        image_dir = os.path.join(base, "leftImg8bit", split)
+        gt_dir = os.path.join(base, "gtFine", split)
+        register_cityscapes_instances(f"cityscapes_fine_instance_seg_{split}", image_dir, gt_dir)
+        register_cityscapes_semantic(f"cityscapes_fine_sem_seg_{split}", image_dir, gt_dir)
+    for split in ("train", "val"):  # the test split has no panoptic ground truth
+        register_cityscapes_panoptic(
+            f"cityscapes_fine_panoptic_{split}",
+            os.path.join(base, "leftImg8bit", split),
+            os.path.join(base, "gtFine", split),
+            os.path.join(base, "gtFine", f"cityscapes_panoptic_{split}"),
+            os.path.join(base, "gtFine", f"cityscapes_panoptic_{split}.json"),
+        )
