@@ -84,6 +84,10 @@ def _compiled_ops_stub() -> None:
     if importlib.util.find_spec("detectron2._C") is not None:
         return
     stub = _MissingCompiledOps("detectron2._C")
+    # Informational queries (collect_env_info, called by default_setup) get answers.
+    stub.get_compiler_version = lambda: "none: detectron2 installed without compiled ops"
+    stub.get_cuda_version = lambda: "none"
+    stub.has_cuda = lambda: False
     sys.modules["detectron2._C"] = stub
     import detectron2
 

@@ -15,7 +15,7 @@ def add_d2ext_config(cfg: CN) -> None:
     cfg.D2EXT = CN()
     # User datasets registered from the config alone: a list of dicts, each like
     # {"NAME": "my_train", "TYPE": "coco_instances", "JSON": ..., "IMAGE_ROOT": ...}
-    # (see d2ext.data.user and README "Register your own dataset").
+    # (see d2ext.data.datasets.user and README "Register your own dataset").
     cfg.D2EXT.DATASETS = []
     # Targets the common mapper builds for training ("instances", "sem_seg",
     # "segments", or a project's registered builder). Empty: what the

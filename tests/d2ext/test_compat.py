@@ -76,3 +76,11 @@ def test_numpy_in1d_for_cityscapesscripts():
     got = np.in1d(np.array([[1, 5], [3, 7]]), [3, 5])
     assert got.tolist() == [False, True, True, False]
     assert np.in1d([1, 2], [2], invert=True).tolist() == [True, False]
+
+
+def test_environment_report_works_without_compiled_ops():
+    # default_setup (train_net.py) logs it; it queries detectron2._C
+    from detectron2.utils.collect_env import collect_env_info
+
+    report = collect_env_info()
+    assert "detectron2" in report and "PyTorch" in report

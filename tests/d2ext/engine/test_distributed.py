@@ -35,15 +35,15 @@ def _check_run(out):
 
 def test_two_cpu_processes_with_launch(tmp_path):
     out = str(tmp_path)
-    proc = subprocess.run([sys.executable, WORKER, out, "--num-gpus", "2"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, WORKER, out, "--num-gpus", "2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     _check_run(out)
 
 
 def test_two_cpu_processes_with_torchrun(tmp_path):
     out = str(tmp_path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "0", WORKER, out]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # --standalone: a local rendezvous on a free port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER, out]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     _check_run(out)

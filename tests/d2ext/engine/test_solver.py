@@ -51,7 +51,7 @@ def test_unknown_optimizer_names_the_key():
 
 def test_full_model_clipping_bounds_the_total_gradient_norm():
     model = TinyModel()
-    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0)
+    cfg = _cfg(OPTIMIZER="SGD", MOMENTUM=0.0, WEIGHT_DECAY=0.0)
     cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
@@ -63,7 +63,7 @@ def test_full_model_clipping_bounds_the_total_gradient_norm():
     opt.step()
     grads = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert grads.norm().item() == pytest.approx(0.5, rel=1e-4)
-    # the step used the clipped gradients: SGD moves by lr * grad (wd on top)
+    # the step used the clipped gradients: plain SGD moves by lr * grad
     moved = before["head.bias"] - model.head.bias.detach()
     assert torch.allclose(moved, 0.1 * model.head.bias.grad, atol=1e-6)
 

@@ -1,0 +1,334 @@
+"""Registering your own datasets (COCO instances, COCO panoptic, semantic label folders).
+
+Registration never touches the disk; the files are read and validated when the
+dataset is first used (``DatasetCatalog.get``). Class names and id maps come
+from ``metadata`` when given, otherwise from the json when it is loaded (as
+detectron2's ``load_coco_json`` does); either way they are checked against the
+json's categories. Registering a name again with the same arguments is a no-op;
+with other arguments it is a :class:`DatasetError`.
+
+Example::
+
+    from d2ext.data.datasets import register_coco_instances
+    register_coco_instances("my_train", "data/annotations/train.json", "data/images")
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from detectron2.data import MetadataCatalog
+
+from .catalog import register_dataset
+from .checks import DatasetError
+from .loaders import (
+    attach_sem_seg_files,
+    load_coco_instances_json,
+    load_coco_panoptic_json,
+    load_sem_seg_folders,
+    read_json,
+)
+from .metadata import instances_metadata, panoptic_metadata, panoptic_separated_metadata
+
+__all__ = [
+    "register_coco_instances",
+    "register_coco_panoptic",
+    "register_coco_panoptic_separated",
+    "register_sem_seg",
+    "load_coco_instances",
+    "load_coco_panoptic",
+    "load_coco_panoptic_separated",
+    "load_sem_seg",
+]
+
+_ID_MAPS = ("thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id")
+
+
+def _sync_metadata(dataset_name: Optional[str], derived: Mapping[str, Any], source: str) -> None:
+    """Sets what the dataset's metadata lacks from ``derived``; id maps present must agree."""
+    if dataset_name is None:
+        return
+    meta = MetadataCatalog.get(dataset_name)
+    # id maps first: a wrong map explains a wrong number of classes
+    for key in sorted(derived, key=lambda k: k not in _ID_MAPS):
+        value = derived[key]
+        current = meta.get(key)
+        if current is None:
+            meta.set(**{key: value})
+        elif key in _ID_MAPS and {int(k): v for k, v in current.items()} != value:
+            raise DatasetError(
+                f"{source}: the categories give {key}={value}, but dataset {dataset_name!r} "
+                f"was registered with {dict(current)}"
+            )
+        elif key.endswith("_classes") and len(current) != len(value):
+            raise DatasetError(
+                f"{source}: the categories give {len(value)} {key}, but dataset "
+                f"{dataset_name!r} was registered with {len(current)}: {list(current)}"
+            )
+
+
+def _metadata_get(dataset_name: Optional[str], key: str) -> Any:
+    return None if dataset_name is None else MetadataCatalog.get(dataset_name).get(key)
+
+
+# ---------------------------------------------------------------------------- loaders
+def load_coco_instances(
+    json_file: str, image_root: str, dataset_name: Optional[str] = None
+) -> List[dict]:
+    """Validated dataset dicts of a COCO instances json (category ids made contiguous).
+
+    With ``dataset_name``, its metadata's ``thing_dataset_id_to_contiguous_id`` is
+    used if registered (and must match the json's categories), else set from them.
+    """
+    id_map = _metadata_get(dataset_name, "thing_dataset_id_to_contiguous_id")
+    dicts, cats = load_coco_instances_json(json_file, image_root, id_map)
+    _sync_metadata(dataset_name, instances_metadata(cats), json_file)
+    return dicts
+
+
+def load_coco_panoptic(
+    panoptic_json: str,
+    panoptic_root: str,
+    image_root: str,
+    sem_seg_root: Optional[str] = None,
+    instances_json: Optional[str] = None,
+    dataset_name: Optional[str] = None,
+) -> List[dict]:
+    """Validated dataset dicts of a COCO panoptic json, non-separated (CONVENTIONS.md).
+
+    Each dict has ``pan_seg_file_name`` and ``segments_info`` (contiguous ids over
+    all classes, things first); plus ``sem_seg_file_name`` = sem_seg_root/<png
+    name> (all-class contiguous labels) when ``sem_seg_root`` is given, and
+    ``annotations`` from ``instances_json`` when given (every panoptic image must
+    be in it; its categories must be things of the panoptic json).
+    """
+    # Registered id maps win (and must agree with the json); else the json's categories.
+    thing_map, stuff_map = (_metadata_get(dataset_name, k) for k in _ID_MAPS)
+    dicts, cats = load_coco_panoptic_json(
+        panoptic_json, panoptic_root, image_root, thing_map, stuff_map
+    )
+    derived = panoptic_metadata(cats)
+    _sync_metadata(dataset_name, derived, panoptic_json)
+    if sem_seg_root is not None:
+        attach_sem_seg_files(dicts, sem_seg_root, panoptic_json, name_key="pan_seg_file_name")
+    if instances_json is not None:
+        thing_map = derived["thing_dataset_id_to_contiguous_id"]
+        inst_dicts, _ = load_coco_instances_json(instances_json, image_root, thing_map)
+        by_id = {d["image_id"]: d for d in inst_dicts}
+        for d in dicts:
+            if d["image_id"] not in by_id:
+                raise DatasetError(
+                    f"{instances_json}: has no image id {d['image_id']}, which "
+                    f"{panoptic_json} annotates"
+                )
+            d["annotations"] = by_id[d["image_id"]]["annotations"]
+    return dicts
+
+
+def load_coco_panoptic_separated(
+    instances_json: str,
+    image_root: str,
+    sem_seg_root: str,
+    dataset_name: Optional[str] = None,
+) -> List[dict]:
+    """Dataset dicts for Panoptic FPN: ``annotations`` + ``sem_seg_file_name`` (0 = things).
+
+    ``sem_seg_root`` holds one PNG per image, named as the image with ``.png``.
+    """
+    id_map = _metadata_get(dataset_name, "thing_dataset_id_to_contiguous_id")
+    dicts, cats = load_coco_instances_json(instances_json, image_root, id_map)
+    if id_map is None:
+        _sync_metadata(dataset_name, instances_metadata(cats), instances_json)
+    attach_sem_seg_files(dicts, sem_seg_root, instances_json)
+    return dicts
+
+
+def load_sem_seg(
+    image_root: str, label_root: str, image_ext: str = ".jpg", label_ext: str = ".png"
+) -> List[dict]:
+    """Validated dicts pairing every image with its label map (loaders.load_sem_seg_folders)."""
+    return load_sem_seg_folders(image_root, label_root, image_ext, label_ext)
+
+
+# ---------------------------------------------------------------------------- registration
+def _path(p: Any, what: str) -> str:
+    if not isinstance(p, (str, os.PathLike)) or not os.fspath(p):
+        raise DatasetError(f"{what} must be a path, got {p!r}")
+    return os.fspath(p)
+
+
+def register_coco_instances(
+    name: str, json_file: str, image_root: str, metadata: Optional[Mapping[str, Any]] = None
+) -> None:
+    """Registers a COCO instances json (detection / instance segmentation); evaluator "coco".
+
+    Args:
+        name: dataset name, e.g. "my_train".
+        json_file: COCO instances json.
+        image_root: folder the json's image ``file_name`` are relative to.
+        metadata: extra metadata (e.g. ``thing_classes``, ``thing_colors``).
+    """
+    json_file, image_root = _path(json_file, "json_file"), _path(image_root, "image_root")
+    metadata = dict(metadata or {})
+    spec = {
+        "type": "coco_instances",
+        "json_file": json_file,
+        "image_root": image_root,
+        "metadata": metadata,
+    }
+    loader = functools.partial(load_coco_instances, json_file, image_root, name)
+    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco", **metadata}
+    register_dataset(name, spec, loader, meta)
+
+
+def register_coco_panoptic(
+    name: str,
+    panoptic_json: str,
+    panoptic_root: str,
+    image_root: str,
+    sem_seg_root: Optional[str] = None,
+    instances_json: Optional[str] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Registers a COCO panoptic dataset, non-separated; evaluator "coco_panoptic_seg".
+
+    Args:
+        name: dataset name.
+        panoptic_json: COCO panoptic json (``images``, ``annotations``, ``categories``).
+        panoptic_root: folder of the panoptic PNGs.
+        image_root: folder of the images.
+        sem_seg_root: optional folder of all-class contiguous label PNGs (named as
+            the panoptic PNGs), for semantic targets and mIoU.
+        instances_json: optional COCO instances json of the same images, for
+            ``annotations`` (instance targets) and mask AP.
+        metadata: extra metadata; class names and id maps default to the json's
+            categories (things first, see CONVENTIONS.md).
+    """
+    paths = {
+        "panoptic_json": _path(panoptic_json, "panoptic_json"),
+        "panoptic_root": _path(panoptic_root, "panoptic_root"),
+        "image_root": _path(image_root, "image_root"),
+        "sem_seg_root": None if sem_seg_root is None else _path(sem_seg_root, "sem_seg_root"),
+        "instances_json": (
+            None if instances_json is None else _path(instances_json, "instances_json")
+        ),
+    }
+    metadata = dict(metadata or {})
+    spec = {"type": "coco_panoptic", **paths, "metadata": metadata}
+    loader = functools.partial(load_coco_panoptic, *paths.values(), name)
+    meta = {
+        "panoptic_json": paths["panoptic_json"],
+        "panoptic_root": paths["panoptic_root"],
+        "image_root": paths["image_root"],
+        "evaluator_type": "coco_panoptic_seg",
+        "ignore_label": 255,
+        "label_divisor": 1000,
+    }
+    if paths["sem_seg_root"] is not None:
+        meta["sem_seg_root"] = paths["sem_seg_root"]
+    if paths["instances_json"] is not None:
+        meta["json_file"] = paths["instances_json"]
+    meta.update(metadata)
+    register_dataset(name, spec, loader, meta)
+
+
+def register_coco_panoptic_separated(
+    name: str,
+    panoptic_json: str,
+    panoptic_root: str,
+    image_root: str,
+    sem_seg_root: str,
+    instances_json: str,
+    metadata: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Registers the separated flavour of a COCO panoptic dataset (Panoptic FPN).
+
+    Dicts carry ``annotations`` (from ``instances_json``) and ``sem_seg_file_name``
+    (``sem_seg_root``: 0 = any thing, 1..S = stuff, as detectron2's
+    prepare_panoptic_fpn.py writes). ``panoptic_json``/``panoptic_root`` are for
+    PQ evaluation. ``metadata`` should hold the separated class names and id maps
+    (``metadata.panoptic_separated_metadata(categories)``); without them they are
+    read from ``panoptic_json``'s categories when the dataset is loaded.
+    """
+    paths = {
+        "panoptic_json": _path(panoptic_json, "panoptic_json"),
+        "panoptic_root": _path(panoptic_root, "panoptic_root"),
+        "image_root": _path(image_root, "image_root"),
+        "sem_seg_root": _path(sem_seg_root, "sem_seg_root"),
+        "instances_json": _path(instances_json, "instances_json"),
+    }
+    metadata = dict(metadata or {})
+    spec = {"type": "coco_panoptic_separated", **paths, "metadata": metadata}
+
+    def load() -> List[dict]:
+        if MetadataCatalog.get(name).get("stuff_dataset_id_to_contiguous_id") is None:
+            cats = read_json(paths["panoptic_json"], ("categories",))["categories"]
+            _sync_metadata(name, panoptic_separated_metadata(cats), paths["panoptic_json"])
+        return load_coco_panoptic_separated(
+            paths["instances_json"], paths["image_root"], paths["sem_seg_root"], name
+        )
+
+    meta = {
+        "panoptic_json": paths["panoptic_json"],
+        "panoptic_root": paths["panoptic_root"],
+        "image_root": paths["image_root"],
+        "sem_seg_root": paths["sem_seg_root"],
+        "json_file": paths["instances_json"],
+        "evaluator_type": "coco_panoptic_seg",
+        "ignore_label": 255,
+        **metadata,
+    }
+    register_dataset(name, spec, load, meta)
+
+
+def register_sem_seg(
+    name: str,
+    image_root: str,
+    label_root: str,
+    classes: Sequence[str],
+    ignore_label: int = 255,
+    image_ext: str = ".jpg",
+    label_ext: str = ".png",
+) -> None:
+    """Registers a semantic segmentation dataset of image / label-map pairs; evaluator "sem_seg".
+
+    Args:
+        name: dataset name.
+        image_root: folder of images (searched recursively for ``*image_ext``).
+        label_root: folder of label maps with the same relative paths and
+            ``label_ext``; pixel value = index into ``classes``, or ``ignore_label``.
+        classes: class names, in label-id order.
+        ignore_label: the label of unlabeled pixels.
+    """
+    image_root, label_root = _path(image_root, "image_root"), _path(label_root, "label_root")
+    if isinstance(classes, str) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DatasetError(
+            f"dataset {name!r}: classes must be a non-empty list of names, got {classes!r}"
+        )
+    if not isinstance(ignore_label, int) or isinstance(ignore_label, bool):
+        raise DatasetError(f"dataset {name!r}: ignore_label must be an int, got {ignore_label!r}")
+    if 0 <= ignore_label < len(classes):
+        raise DatasetError(
+            f"dataset {name!r}: ignore_label {ignore_label} is also the id of class "
+            f"{classes[ignore_label]!r}"
+        )
+    spec = {
+        "type": "sem_seg",
+        "image_root": image_root,
+        "label_root": label_root,
+        "classes": list(classes),
+        "ignore_label": ignore_label,
+        "image_ext": image_ext,
+        "label_ext": label_ext,
+    }
+    loader = functools.partial(load_sem_seg, image_root, label_root, image_ext, label_ext)
+    meta = {
+        "stuff_classes": list(classes),
+        "ignore_label": ignore_label,
+        "evaluator_type": "sem_seg",
+        "image_root": image_root,
+        "sem_seg_root": label_root,
+    }
+    register_dataset(name, spec, loader, meta)
