@@ -3,6 +3,9 @@
 PY := $(if $(PYTHON),$(PYTHON),.venv/bin/python)
 DEMO_CONFIG ?= configs/baselines/toy/panoptic_fpn_R18_toy.yaml
 DEMO_OUT ?= output/demo
+DATASETS_ROOT := $(or $(DETECTRON2_DATASETS),datasets)
+# A shorter schedule than the baseline's, so the demo takes minutes on 2 cores.
+DEMO_OPTS ?= SOLVER.MAX_ITER 400 SOLVER.STEPS "(300,)" SOLVER.CHECKPOINT_PERIOD 100000
 
 .PHONY: setup test demo bench
 
@@ -13,9 +16,10 @@ test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 demo: setup
-	$(PY) train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT)
-	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --input "datasets/toy/images/val/*.png" \
+	$(PY) train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUT) $(DEMO_OPTS)
+	$(PY) tools/demo.py --config-file $(DEMO_CONFIG) --input "$(DATASETS_ROOT)/toy/images/val/*.png" \
 		--output $(DEMO_OUT)/overlays --max-images 8 MODEL.WEIGHTS $(DEMO_OUT)/model_final.pth
+	@$(PY) tools/summarize_runs.py $(DEMO_OUT)
 	@echo "overlays: $(DEMO_OUT)/overlays"
 
 bench: setup
