@@ -33,3 +33,14 @@ def test_unknown_key_in_yaml_is_refused(tmp_path):
     bad.write_text("SOLVER:\n  OPTIMISER: ADAMW\n")
     with pytest.raises(KeyError, match="OPTIMISER"):
         get_cfg().merge_from_file(str(bad))
+
+
+def test_toy_baselines_train_every_parameter_from_scratch():
+    # Freezing randomly initialised layers (detectron2's FREEZE_AT default) would cripple them.
+    from detectron2.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "baselines", "toy", "mask_rcnn_R18_FPN_toy.yaml"))
+    assert cfg.MODEL.WEIGHTS == ""
+    model = build_model(cfg)
+    assert all(p.requires_grad for p in model.parameters())
