@@ -1,0 +1,57 @@
+"""MaskFormer: mask classification for semantic, panoptic and instance segmentation.
+
+Importing this package registers:
+
+- ``MaskFormer`` in detectron2's META_ARCH_REGISTRY and ``MaskFormerHead`` in
+  its SEM_SEG_HEADS_REGISTRY; pixel decoders in ``PIXEL_DECODER_REGISTRY``;
+- the config keys (``add_maskformer_config``, appended to ``projects.CONFIG_ADDERS``);
+- the model's targets and outputs in ``d2ext.model_io``: targets from
+  ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``;
+- the ``maskformer_semantic_segments`` target builder of the common mapper.
+"""
+from __future__ import annotations
+
+from typing import FrozenSet
+
+import projects
+from d2ext.model_io import register_model_io
+
+from . import targets  # noqa: F401  (registers the target builder)
+from .config import DATASET_MAPPER_TARGETS, add_maskformer_config
+from .criterion import SetCriterion
+from .head import MaskFormerHead
+from .matcher import HungarianMatcher, NonFiniteCostError
+from .meta_arch import MaskFormer
+from .pixel_decoder import PIXEL_DECODER_REGISTRY, BasePixelDecoder, TransformerEncoderPixelDecoder
+
+__all__ = [
+    "BasePixelDecoder",
+    "HungarianMatcher",
+    "MaskFormer",
+    "MaskFormerHead",
+    "NonFiniteCostError",
+    "PIXEL_DECODER_REGISTRY",
+    "SetCriterion",
+    "TransformerEncoderPixelDecoder",
+    "add_maskformer_config",
+]
+
+
+def _targets(cfg) -> FrozenSet[str]:
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in DATASET_MAPPER_TARGETS:
+        raise ValueError(
+            f"INPUT.DATASET_MAPPER_NAME={name!r}: MaskFormer knows {sorted(DATASET_MAPPER_TARGETS)}"
+        )
+    return DATASET_MAPPER_TARGETS[name]
+
+
+def _outputs(cfg) -> FrozenSet[str]:
+    test = cfg.MODEL.MASK_FORMER.TEST
+    on = {"sem_seg": test.SEMANTIC_ON, "panoptic_seg": test.PANOPTIC_ON, "instances": test.INSTANCE_ON}
+    return frozenset(k for k, v in on.items() if v)
+
+
+if add_maskformer_config not in projects.CONFIG_ADDERS:
+    projects.CONFIG_ADDERS.append(add_maskformer_config)
+register_model_io("MaskFormer", targets=_targets, outputs=_outputs)

@@ -1,0 +1,142 @@
+"""From one image's Q (class, mask) predictions to detectron2's output formats.
+
+Shapes: Q queries, K classes (+1 "no object", last), (H, W) output size.
+Inputs are ``mask_cls`` (Q, K + 1) class logits and ``mask_pred`` (Q, H, W)
+mask logits already at the output size.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["instance_inference", "mask_boxes", "panoptic_inference", "semantic_inference"]
+
+
+def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
+    """-> (K, H, W): sum over queries of p(class) (no-object column dropped) x sigmoid(mask)."""
+    prob = F.softmax(mask_cls, dim=-1)[:, :-1]
+    return torch.einsum("qc,qhw->chw", prob, mask_pred.sigmoid())
+
+
+def panoptic_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    thing_ids: Optional[torch.Tensor],
+    object_mask_threshold: float,
+    overlap_threshold: float,
+) -> Tuple[torch.Tensor, List[Dict]]:
+    """MaskFormer's panoptic merge, without a loop over queries.
+
+    1. Keep the queries whose most likely class is not "no object" and whose
+       score (that class's probability) is above ``object_mask_threshold``.
+    2. Each pixel goes to the kept query with the largest score x sigmoid(mask).
+    3. A query whose visible area is 0, whose mask (sigmoid >= 0.5) is empty,
+       or whose visible area is below ``overlap_threshold`` of its mask area
+       gives no segment (its pixels stay 0, void).
+    4. Stuff queries of one class form one segment; a thing query is a segment.
+       Segment ids are 1, 2, ... in the order of each segment's first query.
+
+    Args:
+        thing_ids: (T,) int64 contiguous ids of thing classes; None: all stuff.
+
+    Returns:
+        panoptic_seg (H, W) int32 segment ids (0 = void) and segments_info,
+        one dict per segment: "id", "category_id" (contiguous), "isthing".
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    scores, labels = F.softmax(mask_cls, dim=-1).max(-1)
+    keep = labels.ne(num_classes) & (scores > object_mask_threshold)
+    scores, labels, masks = scores[keep], labels[keep], mask_pred[keep].sigmoid()
+    h, w = mask_pred.shape[-2:]
+    panoptic_seg = torch.zeros((h, w), dtype=torch.int32, device=mask_pred.device)
+    n = labels.shape[0]
+    if n == 0:
+        return panoptic_seg, []
+
+    owner = (scores[:, None, None] * masks).argmax(0)  # (H, W) in [0, n)
+    visible = torch.bincount(owner.flatten(), minlength=n)
+    full = (masks >= 0.5).flatten(1).sum(1)
+    ratio = visible.float() / full.clamp(min=1).float()
+    ok = (visible > 0) & (full > 0) & (ratio >= overlap_threshold)
+
+    idx = torch.arange(n, device=labels.device)
+    is_thing = (
+        torch.isin(labels, thing_ids.to(labels.device)) if thing_ids is not None else torch.zeros_like(ok)
+    )
+    # one key per segment: the class for stuff, a key of its own for each thing query
+    key = torch.where(is_thing, num_classes + idx, labels)
+    first = torch.full((num_classes + n,), n, dtype=torch.int64, device=labels.device)
+    first = first.scatter_reduce(0, key[ok], idx[ok], reduce="amin")
+    rep = first[key]  # the segment's first query, for the ok queries
+    is_first = ok & (rep == idx)
+    seg_id_of_first = torch.cumsum(is_first.long(), 0)  # ids 1, 2, ... in query order
+    seg_of_query = torch.where(ok, seg_id_of_first[rep.clamp(max=n - 1)], torch.zeros_like(idx))
+    panoptic_seg = seg_of_query[owner].to(torch.int32)
+
+    firsts = is_first.nonzero()[:, 0]
+    ids, classes, things = (v[firsts].tolist() for v in (seg_id_of_first, labels, is_thing))
+    segments_info = [
+        {"id": int(i), "category_id": int(c), "isthing": bool(t)} for i, c, t in zip(ids, classes, things)
+    ]
+    return panoptic_seg, segments_info
+
+
+def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) XYXY tight boxes (pixel edges), zeros for empty masks."""
+    n, h, w = masks.shape
+
+    def extent(any_along: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        first = any_along.int().argmax(1)
+        last = size - 1 - any_along.flip(1).int().argmax(1)
+        return first, last + 1
+
+    x0, x1 = extent(masks.any(1), w)
+    y0, y1 = extent(masks.any(2), h)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return boxes * masks.flatten(1).any(1, keepdim=True)
+
+
+def instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    *,
+    topk: int,
+    thing_ids: Optional[torch.Tensor],
+) -> Instances:
+    """Top-k (query, class) pairs by class probability; masks are the queries' masks.
+
+    Each query may give several instances (one per class). Only thing classes
+    compete when ``thing_ids`` is given. Score = class probability x the mean
+    sigmoid of the mask over its pixels (mask logit > 0).
+
+    Returns:
+        Instances of size (H, W) with pred_masks (k, H, W) bool, pred_boxes
+        (tight boxes of the masks), scores (k,), pred_classes (k,) contiguous ids;
+        k = min(topk, Q x number of candidate classes), by descending score of
+        the class probability.
+    """
+    num_classes = mask_cls.shape[-1] - 1
+    h, w = mask_pred.shape[-2:]
+    prob = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
+    classes = torch.arange(num_classes, device=prob.device)
+    if thing_ids is not None:
+        classes = thing_ids.to(prob.device)
+        prob = prob[:, classes]
+    k = min(topk, prob.numel())
+    top_scores, flat = prob.flatten().topk(k)
+    query = torch.div(flat, prob.shape[1], rounding_mode="floor")
+    masks = mask_pred[query]
+    binary = masks > 0
+    area = binary.flatten(1).sum(1)
+    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (area + 1e-6)
+
+    result = Instances((h, w))
+    result.pred_masks = binary
+    result.pred_boxes = Boxes(mask_boxes(binary))
+    result.scores = top_scores * mask_scores
+    result.pred_classes = classes[flat % prob.shape[1]]
+    return result

@@ -1,0 +1,180 @@
+"""Pixel decoders: backbone features -> per-pixel embeddings at the finest input stride.
+
+Chosen by ``MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``:
+
+- ``BasePixelDecoder``: an FPN with GroupNorm (top-down path, nearest upsampling,
+  1x1 lateral + 3x3 output convs), then a 3x3 conv to ``MASK_DIM`` channels.
+- ``TransformerEncoderPixelDecoder``: the same, with a DETR transformer encoder
+  on the lowest-resolution feature first; its output is also offered to the
+  transformer decoder (``TRANSFORMER_IN_FEATURE: "transformer_encoder"``).
+
+Both return ``(mask_features, transformer_encoder_features)``:
+(B, MASK_DIM, H/s, W/s) with s the finest stride of ``IN_FEATURES`` (4 for
+res2), and (B, CONVS_DIM, H/32, W/32) or None.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import fvcore.nn.weight_init as weight_init
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.utils.registry import Registry
+from torch import nn
+
+from .transformer import (
+    PositionEmbeddingSine,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    reset_transformer_parameters,
+)
+
+__all__ = [
+    "PIXEL_DECODER_REGISTRY",
+    "BasePixelDecoder",
+    "TransformerEncoderPixelDecoder",
+    "build_pixel_decoder",
+]
+
+PIXEL_DECODER_REGISTRY = Registry("MASKFORMER_PIXEL_DECODER")
+PIXEL_DECODER_REGISTRY.__doc__ = "MaskFormer pixel decoders, named by MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME."
+
+
+def _conv(in_ch: int, out_ch: int, k: int, norm: str, relu: bool) -> Conv2d:
+    conv = Conv2d(
+        in_ch,
+        out_ch,
+        kernel_size=k,
+        padding=k // 2,
+        bias=not norm,
+        norm=get_norm(norm, out_ch),
+        activation=F.relu if relu else None,
+    )
+    weight_init.c2_xavier_fill(conv)
+    return conv
+
+
+@PIXEL_DECODER_REGISTRY.register()
+class BasePixelDecoder(nn.Module):
+    @configurable
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, conv_dim: int, mask_dim: int, norm: str = "GN"):
+        """
+        Args:
+            input_shape: the features to use, name -> shape (channels, stride).
+            conv_dim: channels of the FPN.
+            mask_dim: channels of the per-pixel embeddings.
+            norm: detectron2 norm name of the FPN convs ("GN", "" for none).
+        """
+        super().__init__()
+        # finest first
+        self.in_features = sorted(input_shape, key=lambda k: input_shape[k].stride)
+        channels = [input_shape[k].channels for k in self.in_features]
+        self.lateral_convs = nn.ModuleList()
+        self.output_convs = nn.ModuleList()
+        for i, ch in enumerate(channels):
+            coarsest = i == len(channels) - 1
+            # the coarsest level has no lateral conv: its output conv reads it directly
+            self.lateral_convs.append(nn.Identity() if coarsest else _conv(ch, conv_dim, 1, norm, False))
+            out_in = self._top_channels(ch, conv_dim) if coarsest else conv_dim
+            self.output_convs.append(_conv(out_in, conv_dim, 3, norm, True))
+        self.mask_features = _conv(conv_dim, mask_dim, 3, "", False)
+        self.conv_dim = conv_dim
+        self.mask_dim = mask_dim
+
+    @staticmethod
+    def _top_channels(in_channels: int, conv_dim: int) -> int:
+        return in_channels
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+        head = cfg.MODEL.SEM_SEG_HEAD
+        return {
+            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "conv_dim": head.CONVS_DIM,
+            "mask_dim": head.MASK_DIM,
+            "norm": head.NORM,
+        }
+
+    def _top(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Coarsest feature -> (input of its output conv, transformer features or None)."""
+        return x, None
+
+    def forward_features(
+        self, features: Dict[str, torch.Tensor]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """features: name -> (B, C_i, H/s_i, W/s_i) -> (mask_features, encoder features or None)."""
+        top, encoded = self._top(features[self.in_features[-1]])
+        y = self.output_convs[-1](top)
+        for i in range(len(self.in_features) - 2, -1, -1):
+            x = self.lateral_convs[i](features[self.in_features[i]])
+            y = x + F.interpolate(y, size=x.shape[-2:], mode="nearest")
+            y = self.output_convs[i](y)
+        return self.mask_features(y), encoded
+
+    def forward(self, features):
+        return self.forward_features(features)
+
+
+@PIXEL_DECODER_REGISTRY.register()
+class TransformerEncoderPixelDecoder(BasePixelDecoder):
+    @configurable
+    def __init__(
+        self,
+        input_shape: Dict[str, ShapeSpec],
+        *,
+        conv_dim: int,
+        mask_dim: int,
+        norm: str = "GN",
+        enc_layers: int = 6,
+        nheads: int = 8,
+        dim_feedforward: int = 2048,
+        dropout: float = 0.1,
+        pre_norm: bool = False,
+    ):
+        """As :class:`BasePixelDecoder`, plus a transformer encoder of ``enc_layers``
+        layers (width ``conv_dim``) on the coarsest feature, after a 1x1 projection."""
+        super().__init__(input_shape, conv_dim=conv_dim, mask_dim=mask_dim, norm=norm)
+        coarsest = self.in_features[-1]
+        self.input_proj = nn.Conv2d(input_shape[coarsest].channels, conv_dim, kernel_size=1)
+        weight_init.c2_xavier_fill(self.input_proj)
+        layer = TransformerEncoderLayer(conv_dim, nheads, dim_feedforward, dropout, "relu", pre_norm)
+        self.transformer = TransformerEncoder(layer, enc_layers, nn.LayerNorm(conv_dim) if pre_norm else None)
+        reset_transformer_parameters(self.transformer)
+        self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
+
+    @staticmethod
+    def _top_channels(in_channels: int, conv_dim: int) -> int:
+        return conv_dim  # the output conv reads the encoder's output
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
+        ret = super().from_config(cfg, input_shape)
+        mf = cfg.MODEL.MASK_FORMER
+        ret.update(
+            enc_layers=cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS,
+            nheads=mf.NHEADS,
+            dim_feedforward=mf.DIM_FEEDFORWARD,
+            dropout=mf.DROPOUT,
+            pre_norm=mf.PRE_NORM,
+        )
+        return ret
+
+    def _top(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x = self.input_proj(x)
+        b, c, h, w = x.shape
+        pos = self.pe_layer(x).flatten(2).transpose(1, 2)  # (B, h*w, C)
+        encoded = self.transformer(x.flatten(2).transpose(1, 2), pos)
+        encoded = encoded.transpose(1, 2).reshape(b, c, h, w)
+        return encoded, encoded
+
+
+def build_pixel_decoder(cfg, input_shape: Dict[str, ShapeSpec]) -> BasePixelDecoder:
+    name = cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME
+    if name not in PIXEL_DECODER_REGISTRY:
+        raise KeyError(
+            f"MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME={name!r} is not a MaskFormer pixel decoder; "
+            f"known: {sorted(k for k, _ in PIXEL_DECODER_REGISTRY)}"
+        )
+    return PIXEL_DECODER_REGISTRY.get(name)(cfg, input_shape)
