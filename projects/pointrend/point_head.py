@@ -1,0 +1,188 @@
+"""Point heads: per-point MLPs over fine-grained features (+ the coarse prediction).
+
+Shape legend:
+    R   boxes (instance) or images (semantic)
+    P   points per box / image
+    C   fine-grained feature channels
+    Kc  channels of the coarse prediction
+    K   classes predicted by the point head (1 if class-agnostic)
+"""
+from __future__ import annotations
+
+import math
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.utils.registry import Registry
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["POINT_HEAD_REGISTRY", "StandardPointHead", "ImplicitPointHead", "build_point_head"]
+
+POINT_HEAD_REGISTRY = Registry("POINT_HEAD")
+POINT_HEAD_REGISTRY.__doc__ = """
+Point heads of PointRend, by ``MODEL.POINT_HEAD.NAME``. Called as
+``obj(cfg, input_shape, **kwargs)``; ``input_shape.channels`` is C.
+"""
+
+
+def _num_classes(cfg, num_classes):
+    if num_classes is not None:
+        return num_classes
+    return 1 if cfg.MODEL.POINT_HEAD.CLS_AGNOSTIC_MASK else cfg.MODEL.POINT_HEAD.NUM_CLASSES
+
+
+@POINT_HEAD_REGISTRY.register()
+class StandardPointHead(nn.Module):
+    """PointRend's point head: NUM_FC shared 1x1 layers (an MLP applied to each point),
+    the coarse prediction concatenated to the input of every layer (or only the first)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        coarse_channels: int,
+        num_classes: int,
+        fc_dim: int = 256,
+        num_fc: int = 3,
+        coarse_pred_each_layer: bool = True,
+    ):
+        """
+        Args:
+            in_channels: C, fine-grained feature channels.
+            coarse_channels: Kc, channels of the coarse prediction fed at each point.
+            num_classes: K outputs per point (1: class-agnostic).
+        """
+        super().__init__()
+        self.coarse_pred_each_layer = coarse_pred_each_layer
+        self.num_classes = num_classes
+        self.fcs = nn.ModuleList()
+        dim = in_channels + coarse_channels
+        for _ in range(num_fc):
+            fc = nn.Conv1d(dim, fc_dim, kernel_size=1)
+            weight_init.c2_msra_fill(fc)
+            self.fcs.append(fc)
+            dim = fc_dim + (coarse_channels if coarse_pred_each_layer else 0)
+        self.predictor = nn.Conv1d(dim, num_classes, kernel_size=1)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec, *, coarse_channels: int, num_classes=None):
+        return {
+            "in_channels": input_shape.channels,
+            "coarse_channels": coarse_channels,
+            "num_classes": _num_classes(cfg, num_classes),
+            "fc_dim": cfg.MODEL.POINT_HEAD.FC_DIM,
+            "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
+            "coarse_pred_each_layer": cfg.MODEL.POINT_HEAD.COARSE_PRED_EACH_LAYER,
+        }
+
+    def forward(self, fine_features: torch.Tensor, coarse_features: torch.Tensor) -> torch.Tensor:
+        """(R, C, P) fine, (R, Kc, P) coarse -> (R, K, P) logits."""
+        x = torch.cat([fine_features, coarse_features], dim=1)
+        for fc in self.fcs:
+            x = F.relu(fc(x))
+            if self.coarse_pred_each_layer:
+                x = torch.cat([x, coarse_features], dim=1)
+        return self.predictor(x)
+
+
+@POINT_HEAD_REGISTRY.register()
+class ImplicitPointHead(nn.Module):
+    """Implicit PointRend's point head: an MLP whose parameters are given per box.
+
+    Input of each point: fine-grained features (if ``image_feature_enabled``)
+    and a Fourier encoding of the point's box coordinates (if
+    ``pos_enc_enabled``, else the coordinates themselves, in [-1, 1]). The MLP
+    has ``num_layers - 1`` hidden layers of ``channels`` and an output layer of K;
+    its weights and biases for each box are the rows of ``params`` (R, num_params),
+    predicted by the mask head. Layers run as batched matrix products over boxes.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        channels: int = 8,
+        num_layers: int = 3,
+        image_feature_enabled: bool = True,
+        pos_enc_enabled: bool = True,
+        pos_enc_dim: int = 256,
+        pos_enc_scale: float = 1.0,
+    ):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"MODEL.POINT_HEAD.NUM_FC must be >= 1, got {num_layers}")
+        self.num_classes = num_classes
+        self.image_feature_enabled = image_feature_enabled
+        self.pos_enc_enabled = pos_enc_enabled
+        if pos_enc_enabled:
+            # Fixed random Fourier features: gaussian frequencies, as a buffer so
+            # that checkpoints carry them.
+            freqs = torch.randn(2, pos_enc_dim // 2, generator=torch.Generator().manual_seed(0))
+            self.register_buffer("pos_enc_freqs", freqs * pos_enc_scale, persistent=True)
+        dim = (in_channels if image_feature_enabled else 0) + (pos_enc_dim if pos_enc_enabled else 2)
+        dims = [dim] + [channels] * (num_layers - 1) + [num_classes]
+        self.layer_shapes = list(zip(dims[1:], dims[:-1]))  # (out, in) per layer
+        self.num_params = sum(o * i + o for o, i in self.layer_shapes)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec, *, num_classes=None, **kwargs):
+        return {
+            "in_channels": input_shape.channels,
+            "num_classes": _num_classes(cfg, num_classes),
+            "channels": cfg.MODEL.IMPLICIT_POINTREND.MLP_CHANNELS,
+            "num_layers": cfg.MODEL.POINT_HEAD.NUM_FC,
+            "image_feature_enabled": cfg.MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED,
+            "pos_enc_enabled": cfg.MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED,
+        }
+
+    def initial_params(self) -> torch.Tensor:
+        """(num_params,): MSRA-initialized hidden weights, a near-zero output layer, zero biases."""
+        g = torch.Generator().manual_seed(0)
+        chunks = []
+        for i, (o, n) in enumerate(self.layer_shapes):
+            std = math.sqrt(2.0 / n) if i < len(self.layer_shapes) - 1 else 0.001
+            chunks += [torch.randn(o * n, generator=g) * std, torch.zeros(o)]
+        return torch.cat(chunks)
+
+    def encode_positions(self, coords: torch.Tensor) -> torch.Tensor:
+        """(R, P, 2) box coordinates in [0, 1] -> (R, D, P) position features."""
+        centred = 2 * coords - 1
+        if not self.pos_enc_enabled:
+            return centred.transpose(1, 2)
+        phase = 2 * math.pi * centred @ self.pos_enc_freqs.to(coords.dtype)  # (R, P, D/2)
+        return torch.cat([phase.sin(), phase.cos()], dim=2).transpose(1, 2)
+
+    def forward(self, fine_features: torch.Tensor, coords: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            fine_features: (R, C, P) (ignored if image features are disabled).
+            coords: (R, P, 2) box coordinates of the points.
+            params: (R, num_params) per-box MLP parameters.
+        Returns:
+            (R, K, P) logits.
+        """
+        x = self.encode_positions(coords)
+        if self.image_feature_enabled:
+            x = torch.cat([fine_features, x], dim=1)
+        r = params.shape[0]
+        start = 0
+        for i, (o, n) in enumerate(self.layer_shapes):
+            w = params[:, start : start + o * n].reshape(r, o, n)
+            b = params[:, start + o * n : start + o * n + o].reshape(r, o, 1)
+            start += o * n + o
+            x = torch.baddbmm(b, w, x)
+            if i < len(self.layer_shapes) - 1:
+                x = F.relu(x)
+        return x
+
+
+def build_point_head(cfg, input_shape: ShapeSpec, **kwargs) -> nn.Module:
+    return POINT_HEAD_REGISTRY.get(cfg.MODEL.POINT_HEAD.NAME)(cfg, input_shape, **kwargs)
