@@ -13,6 +13,12 @@ os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(REPO_ROOT, "datasets")
 
 
 import d2ext  # noqa: E402,F401
+import pytest  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+
+from d2ext.data.datasets import catalog, toy  # noqa: E402
+
+TINY_TOY_TRAIN, TINY_TOY_VAL = 6, 3
 
 
 def pytest_configure(config):
@@ -24,3 +30,33 @@ def pytest_configure(config):
         "ignore::UserWarning:torch.*",
     ):
         config.addinivalue_line("filterwarnings", spec)
+
+
+@pytest.fixture
+def isolated_catalogs():
+    """Whatever a test registers or replaces, the catalogs are restored afterwards."""
+    datasets, metadata, specs = dict(DatasetCatalog), dict(MetadataCatalog), dict(catalog._SPECS)
+    yield
+    DatasetCatalog.clear()
+    DatasetCatalog.update(datasets)
+    MetadataCatalog.clear()
+    MetadataCatalog.update(metadata)
+    catalog._SPECS.clear()
+    catalog._SPECS.update(specs)
+
+
+@pytest.fixture(scope="session")
+def tiny_toy_root(tmp_path_factory) -> str:
+    """A datasets root with a tiny toy dataset (6 train, 3 val images), made once per session."""
+    root = tmp_path_factory.mktemp("tiny_toy")
+    toy.generate_toy_dataset(str(root / "toy"), TINY_TOY_TRAIN, TINY_TOY_VAL, toy.TOY_SEED)
+    return str(root)
+
+
+@pytest.fixture
+def tiny_toy(monkeypatch, isolated_catalogs, tiny_toy_root) -> str:
+    """The toy dataset names registered on ``tiny_toy_root`` for one test; returns the root."""
+    monkeypatch.setattr(toy, "TOY_NUM_TRAIN", TINY_TOY_TRAIN)
+    monkeypatch.setattr(toy, "TOY_NUM_VAL", TINY_TOY_VAL)
+    toy.register_toy_datasets(tiny_toy_root)
+    return tiny_toy_root

@@ -35,7 +35,10 @@ def _check_run(out):
 
 def test_two_cpu_processes_with_launch(tmp_path):
     out = str(tmp_path)
-    proc = subprocess.run([sys.executable, WORKER, out, "--num-gpus", "2"], capture_output=True, text=True, timeout=300)
+    # one thread per rank, as torchrun sets it: 2 ranks x 2 threads would oversubscribe 2 cores
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, WORKER, out, "--num-gpus", "2"], capture_output=True, text=True,
+                          timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     _check_run(out)
 
@@ -44,6 +47,6 @@ def test_two_cpu_processes_with_torchrun(tmp_path):
     out = str(tmp_path)
     # --standalone: a local rendezvous on a free port
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", WORKER, out]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     _check_run(out)

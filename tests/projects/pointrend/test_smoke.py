@@ -28,7 +28,7 @@ SMALL_RUN = [
     [(INSTANCE, "segm"), (IMPLICIT, "segm"), (SEMANTIC, "sem_seg")],
     ids=["pointrend_instance", "implicit_pointrend", "pointrend_semantic"],
 )
-def test_config_trains_and_evaluates(config, metric, small_toy, tmp_path):
+def test_config_trains_and_evaluates(config, metric, tiny_toy, tmp_path):
     cfg = tiny_cfg(config, "OUTPUT_DIR", str(tmp_path), *SMALL_RUN)
     cfg.freeze()
     trainer = Trainer(cfg)

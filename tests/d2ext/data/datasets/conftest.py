@@ -8,24 +8,16 @@ import pytest
 from PIL import Image
 
 import d2ext  # noqa: F401  (compat before detectron2)
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from d2ext.data.datasets import catalog, toy
+from d2ext.data.datasets import toy
 
 SMALL_TRAIN, SMALL_VAL = 30, 10
 
 
 @pytest.fixture(autouse=True)
-def isolated_catalogs():
-    """Whatever a test registers or replaces, the catalogs are restored afterwards."""
-    datasets, metadata, specs = dict(DatasetCatalog), dict(MetadataCatalog), dict(catalog._SPECS)
+def _restore_catalogs(isolated_catalogs):
+    """Every test here leaves the dataset catalogs as it found them."""
     yield
-    DatasetCatalog.clear()
-    DatasetCatalog.update(datasets)
-    MetadataCatalog.clear()
-    MetadataCatalog.update(metadata)
-    catalog._SPECS.clear()
-    catalog._SPECS.update(specs)
 
 
 @pytest.fixture(scope="session")
