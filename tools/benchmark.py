@@ -52,8 +52,8 @@ import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.engine import AMPTrainer, SimpleTrainer  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from d2ext.tool_logging import setup_tool_logging as setup_logging  # noqa: E402
 from d2ext.benchmark import (  # noqa: E402
     count_flops,
     count_parameters,
@@ -300,12 +300,6 @@ def ratios(base: Dict[str, Any], other: Dict[str, Any]) -> Dict[str, Optional[fl
         out[k] = b / a if a and b is not None else None
     return out
 
-
-def setup_logging() -> None:
-    """detectron2's log format for fvcore, detectron2 and d2ext (idempotent)."""
-    setup_logger(name="fvcore")
-    setup_logger()
-    setup_logger(name="d2ext", abbrev_name="d2ext")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

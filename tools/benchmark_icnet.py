@@ -45,8 +45,8 @@ except ImportError:  # run from a checkout without installing
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.structures import ImageList  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from d2ext.tool_logging import setup_tool_logging as setup_logging  # noqa: E402
 from d2ext.benchmark import (  # noqa: E402
     count_flops,
     environment,
@@ -187,12 +187,6 @@ def markdown(report: Dict[str, Any]) -> List[str]:
         )
     return lines
 
-
-def setup_logging() -> None:
-    """detectron2's log format for fvcore, detectron2 and d2ext, as tools/benchmark.py (idempotent)."""
-    setup_logger(name="fvcore")
-    setup_logger()
-    setup_logger(name="d2ext", abbrev_name="d2ext")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 from detectron2.engine import DefaultPredictor  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from d2ext.tool_logging import setup_tool_logging as setup_logging  # noqa: E402
 from d2ext.visualization import (  # noqa: E402
     draw_predictions,
     metadata_from_cfg,
@@ -159,12 +159,6 @@ def setup_cfg(args):
     cfg.freeze()
     return cfg
 
-
-def setup_logging() -> None:
-    """detectron2's log format for fvcore, detectron2 and d2ext (idempotent)."""
-    setup_logger(name="fvcore")
-    setup_logger()
-    setup_logger(name="d2ext", abbrev_name="d2ext")
 
 
 def main(args) -> List[str]:
