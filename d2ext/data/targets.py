@@ -72,6 +72,7 @@ __all__ = [
     "register_target",
     "require",
     "semantic_from_panoptic",
+    "semantic_segments",
 ]
 
 LABEL_MAPS = frozenset({"sem_seg", "pan_seg"})
@@ -353,18 +354,26 @@ def _segments_maps(dataset_dict: dict) -> FrozenSet[str]:
     return frozenset({"sem_seg"})
 
 
-@register_target("segments", maps=_segments_maps)
-def build_segments(ctx: TargetContext, out: dict) -> None:
-    if ctx.pan_ids is not None and has_panoptic(ctx.dataset_dict):
-        infos = [s for s in ctx.dataset_dict["segments_info"] if not s.get("iscrowd", 0)]
-        classes, masks = _segment_masks(ctx.pan_ids, infos)
-    else:
-        sem = ctx.sem_seg
-        present = np.unique(sem)
-        classes = present[present != ctx.settings.ignore_label].astype(np.int64)
-        masks = sem[None] == classes[:, None, None]
-    out["segments"] = Instances(
+def semantic_segments(ctx: TargetContext) -> Instances:
+    """One segment per class present in ``ctx.sem_seg`` (ignore label excluded), classes
+    ascending: ``Instances`` with gt_classes (K,) int64 and gt_masks (K, H, W) bool."""
+    present = np.unique(ctx.sem_seg)
+    classes = present[present != ctx.settings.ignore_label].astype(np.int64)
+    return _segments_instances(ctx, classes, ctx.sem_seg[None] == classes[:, None, None])
+
+
+def _segments_instances(ctx: TargetContext, classes: np.ndarray, masks: np.ndarray) -> Instances:
+    return Instances(
         ctx.padded_size,
         gt_classes=torch.as_tensor(classes, dtype=torch.int64),
         gt_masks=torch.from_numpy(np.ascontiguousarray(masks)),
     )
+
+
+@register_target("segments", maps=_segments_maps)
+def build_segments(ctx: TargetContext, out: dict) -> None:
+    if ctx.pan_ids is not None and has_panoptic(ctx.dataset_dict):
+        infos = [s for s in ctx.dataset_dict["segments_info"] if not s.get("iscrowd", 0)]
+        out["segments"] = _segments_instances(ctx, *_segment_masks(ctx.pan_ids, infos))
+    else:
+        out["segments"] = semantic_segments(ctx)

@@ -11,23 +11,11 @@ label excluded; K = 0 when every pixel is ignored.
 """
 from __future__ import annotations
 
-import numpy as np
-import torch
-from detectron2.structures import Instances
-
-from d2ext.data.targets import TargetContext, register_target
+from d2ext.data.targets import TargetContext, register_target, semantic_segments
 
 SEMANTIC_SEGMENTS = "maskformer_semantic_segments"
 
 
 @register_target(SEMANTIC_SEGMENTS, maps=("sem_seg",))
 def build_semantic_segments(ctx: TargetContext, out: dict) -> None:
-    sem = ctx.sem_seg
-    classes = np.unique(sem)
-    classes = classes[classes != ctx.settings.ignore_label].astype(np.int64)
-    masks = sem[None] == classes[:, None, None]
-    out["segments"] = Instances(
-        ctx.padded_size,
-        gt_classes=torch.as_tensor(classes, dtype=torch.int64),
-        gt_masks=torch.from_numpy(np.ascontiguousarray(masks)),
-    )
+    out["segments"] = semantic_segments(ctx)
