@@ -4,7 +4,7 @@
     python tools/benchmark.py --config-file CFG --task {inference,train,data} \\
         --device {cpu,cuda} [--input-size H W] [--warmup N] [--iters N] \\
         [--batch-size N] [--compare CFG2 [--compare-opts "KEY VALUE ..."]] \\
-        [--output results.json] [KEY VALUE ...]
+        [--threads N] [--fold-bn] [--output results.json] [KEY VALUE ...]
 
 Tasks (latency is the median over ``--iters`` warm calls, after ``--warmup``):
 
@@ -12,6 +12,8 @@ Tasks (latency is the median over ``--iters`` warm calls, after ``--warmup``):
   of random images of ``--input-size`` (default: MIN_SIZE_TEST square, capped
   by MAX_SIZE_TEST), given as a data loader gives them (CPU tensors, so the
   copy to the device is included). Also FLOPs of one image (fvcore).
+  ``--fold-bn`` first folds eval-mode batch norms into the convolutions of
+  every model timed (``d2ext.layers.fold_batch_norms``), as a deployment would.
 - train: one full training step as the Trainer runs it (detectron2's
   SimpleTrainer / AMPTrainer ``run_step``: forward, backward, the optimizer
   of ``Trainer.build_optimizer``, loss logging) on batches of the Trainer's
@@ -61,6 +63,7 @@ from d2ext.benchmark import (  # noqa: E402
     measure_interleaved,
     synthetic_inputs,
 )
+from d2ext.layers import fold_batch_norms  # noqa: E402
 from d2ext.model_io import model_targets  # noqa: E402
 
 logger = logging.getLogger("d2ext.benchmark")
@@ -114,6 +117,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-opts", default="", metavar='"KEY VALUE ..."',
                         help="overrides for the --compare config only, as one quoted string")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument(
+        "--fold-bn", action="store_true",
+        help="inference: fold eval-mode batch norms into the convolutions of every "
+        "model timed (d2ext.layers.fold_batch_norms), a deployment step",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--output", default=None, metavar="JSON", help="write results here")
     parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
@@ -184,6 +192,9 @@ class _Run:
             tuple(args.input_size) if args.input_size else default_input_size(self.cfg)
         )
         self.model = _build_model(self.cfg, warn_if_random=True).eval()
+        if args.fold_bn:
+            folded = fold_batch_norms(self.model)
+            logger.info("%s: folded %d batch norms into convolutions", self.name, folded)
         self.inputs = synthetic_inputs(self.batch_size, *self.input_size, seed=self.cfg.SEED)
         model, inputs = self.model, self.inputs
 
@@ -313,6 +324,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")
     if args.task == "data" and args.input_size:
         raise UsageError("--input-size does not apply to --task data (it measures the loader)")
+    if args.fold_bn and args.task != "inference":
+        raise UsageError("--fold-bn applies to --task inference only (training needs the batch norms)")
     if args.threads:
         torch.set_num_threads(args.threads)
 

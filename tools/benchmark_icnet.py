@@ -3,7 +3,7 @@
 
     python tools/benchmark_icnet.py --config-file configs/icnet/cityscapes/icnet_R18_cityscapes.yaml \\
         [--input-size 1024 2048] [--warmup N] [--iters N] [--threads N] [--device cpu|cuda] \\
-        [--output results.json] [KEY VALUE ...]
+        [--fold-bn] [--output results.json] [KEY VALUE ...]
 
 One random image of ``--input-size`` goes through the model as
 ``tools/benchmark.py --task inference`` sends it (batch 1, eval mode, no
@@ -53,6 +53,7 @@ from d2ext.benchmark import (  # noqa: E402
     measure_interleaved,
     synthetic_inputs,
 )
+from d2ext.layers import fold_batch_norms  # noqa: E402
 from projects.icnet import ICNetBackbone, ICNetHead  # noqa: E402
 
 logger = logging.getLogger("d2ext.benchmark_icnet")
@@ -68,6 +69,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--fold-bn", action="store_true",
+                        help="fold batch norms into convolutions first (as tools/benchmark.py --fold-bn)")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--output", default=None, metavar="JSON", help="write results here")
     parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
@@ -117,6 +120,8 @@ def part_callables(model: torch.nn.Module, batch: List[Dict[str, Any]]) -> Dict[
 
 def run(args) -> Dict[str, Any]:
     cfg, model = build_icnet(args.config_file, args.opts, args.device)
+    if args.fold_bn:
+        logger.info("Folded %d batch norms into convolutions", fold_batch_norms(model))
     batch = synthetic_inputs(1, *args.input_size, seed=0)
     calls = part_callables(model, batch)
 

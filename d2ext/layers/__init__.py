@@ -1,4 +1,5 @@
 """Building blocks used by more than one project."""
+from .batch_norm_folding import fold_batch_norms
 from .point_sampling import (
     binary_uncertainty,
     margin_uncertainty,
@@ -8,6 +9,7 @@ from .point_sampling import (
 )
 
 __all__ = [
+    "fold_batch_norms",
     "point_sample",
     "binary_uncertainty",
     "margin_uncertainty",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
-from detectron2.modeling.postprocessing import sem_seg_postprocess
+from d2ext.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 from torch import nn
 
