@@ -4,7 +4,7 @@
     python tools/benchmark.py --config-file CFG --task {inference,train,data} \\
         --device {cpu,cuda} [--input-size H W] [--warmup N] [--iters N] \\
         [--batch-size N] [--compare CFG2 [--compare-opts "KEY VALUE ..."]] \\
-        [--threads N] [--fold-bn] [--output results.json] [KEY VALUE ...]
+        [--threads N] [--amp] [--fold-bn] [--output results.json] [KEY VALUE ...]
 
 Tasks (latency is the median over ``--iters`` warm calls, after ``--warmup``):
 
@@ -12,6 +12,7 @@ Tasks (latency is the median over ``--iters`` warm calls, after ``--warmup``):
   of random images of ``--input-size`` (default: MIN_SIZE_TEST square, capped
   by MAX_SIZE_TEST), given as a data loader gives them (CPU tensors, so the
   copy to the device is included). Also FLOPs of one image (fvcore).
+  ``--amp`` runs it under ``torch.autocast`` (fp16 on CUDA, bf16 on CPU).
   ``--fold-bn`` first folds eval-mode batch norms into the convolutions of
   every model timed (``d2ext.layers.fold_batch_norms``), as a deployment would.
 - train: one full training step as the Trainer runs it (detectron2's
@@ -72,8 +73,8 @@ TASKS = ("inference", "train", "data")
 
 # Keys of each entry of the json's "results" (None where a task does not measure it).
 RESULT_KEYS = (
-    "role", "name", "config_file", "opts", "task", "device", "input_size", "batch_size",
-    "warmup", "iters", "latency_ms_median", "latency_ms_mean", "latency_ms_min",
+    "role", "name", "config_file", "opts", "task", "device", "precision", "input_size",
+    "batch_size", "warmup", "iters", "latency_ms_median", "latency_ms_mean", "latency_ms_min",
     "latency_ms_max", "latency_ms_stdev", "latency_ms_all", "latency_ms_per_image",
     "images_per_s", "peak_memory_mb", "peak_memory_kind", "peak_memory_reset", "gflops",
     "gflops_by_module", "flops_unsupported_ops", "params", "params_trainable", "weights",
@@ -122,6 +123,10 @@ def get_parser() -> argparse.ArgumentParser:
         help="inference: fold eval-mode batch norms into the convolutions of every "
         "model timed (d2ext.layers.fold_batch_norms), a deployment step",
     )
+    parser.add_argument(
+        "--amp", action="store_true",
+        help="inference under torch.autocast: fp16 on CUDA, bf16 on CPU (reported as 'precision')",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--output", default=None, metavar="JSON", help="write results here")
     parser.add_argument("opts", default=[], nargs=argparse.REMAINDER,
@@ -130,6 +135,16 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- setup
+
+
+# --amp: the half-precision type each device's autocast runs its matmuls and convs in.
+AMP_PRECISION = {"cuda": "fp16", "cpu": "bf16"}
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def inference_precision(args) -> str:
+    """Inference precision: "fp32", or with --amp autocast's type on --device (fp16 / bf16)."""
+    return AMP_PRECISION[args.device] if getattr(args, "amp", False) else "fp32"
 
 
 def default_input_size(cfg) -> Tuple[int, int]:
@@ -198,8 +213,12 @@ class _Run:
         self.inputs = synthetic_inputs(self.batch_size, *self.input_size, seed=self.cfg.SEED)
         model, inputs = self.model, self.inputs
 
+        precision = inference_precision(args)
+
         def infer():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(
+                args.device, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32"
+            ):
                 return model(inputs)
 
         return infer
@@ -265,6 +284,7 @@ def _result(run: _Run, stats: Dict[str, Any], args) -> Dict[str, Any]:
     res.update(
         role=run.role, name=run.name, config_file=run.config_file, opts=run.opts,
         task=run.task, device=args.device,
+        precision=inference_precision(args) if run.task == "inference" else None,
         input_size=list(run.input_size) if run.input_size else None,
         batch_size=run.batch_size, warmup=args.warmup, iters=stats["iters"],
     )
@@ -324,6 +344,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise UsageError("--iters must be >= 1 and --warmup >= 0")
     if args.task == "data" and args.input_size:
         raise UsageError("--input-size does not apply to --task data (it measures the loader)")
+    if args.amp and args.task != "inference":
+        raise UsageError("--amp applies to --task inference only (training uses SOLVER.AMP.ENABLED)")
     if args.fold_bn and args.task != "inference":
         raise UsageError("--fold-bn applies to --task inference only (training needs the batch norms)")
     if args.threads:

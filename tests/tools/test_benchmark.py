@@ -302,3 +302,31 @@ def test_loader_tasks(task, tiny_sem_seg_dataset, tiny_model_dir, capsys):
     assert res["latency_ms_median"] > 0 and res["images_per_s"] > 0
     assert (res["params"] is None) == (task == "data")
     assert f"| tiny_semantic | {task} | cpu | loader | 2 |" in stdout
+
+
+def test_amp_and_fold_bn_apply_to_every_model_timed(tiny_model_dir, capsys, monkeypatch):
+    """--amp runs inference under autocast (bf16 on CPU); --fold-bn folds both models' batch norms."""
+    config_file, _ = tiny_model_dir["semantic"]
+    seen = []
+    real_call = torch.nn.Module.__call__
+
+    def record(self, *args, **kwargs):
+        if type(self).__name__ == "SemanticSegmentor":
+            seen.append(torch.is_autocast_enabled("cpu"))
+        return real_call(self, *args, **kwargs)
+
+    folded = []
+    real_fold = benchmark.fold_batch_norms
+    monkeypatch.setattr(benchmark, "fold_batch_norms", lambda m: folded.append(real_fold(m)) or folded[-1])
+    monkeypatch.setattr(torch.nn.Module, "__call__", record)
+    report, stdout = _run(capsys, [
+        "--config-file", config_file, "--compare", config_file, "--amp", "--fold-bn",
+        "--input-size", "64", "64", "--warmup", "0", "--iters", "1", "--no-flops",
+    ])
+    assert [r["precision"] for r in report["results"]] == ["bf16", "bf16"]
+    assert seen and all(seen)
+    assert len(folded) == 2 and folded[0] == folded[1] > 0  # both models, their ResNet's BNs
+    with pytest.raises(benchmark.UsageError, match="--amp applies to --task inference"):
+        benchmark.main(["--config-file", config_file, "--task", "train", "--amp"])
+    with pytest.raises(benchmark.UsageError, match="--fold-bn applies to --task inference"):
+        benchmark.main(["--config-file", config_file, "--task", "train", "--fold-bn"])
