@@ -4,9 +4,10 @@ detectron2's ``sem_seg_postprocess`` crops the padding off a (C, H, W) predictio
 and then always calls bilinear ``F.interpolate`` to the requested output size,
 even when the crop already has that size. Bilinear interpolation to the same
 size (``align_corners=False``) maps every pixel onto itself, so that call only
-copies the tensor, yet on a CPU it costs as much as a real resize: 107 ms
-at 19 x 1024 x 2048 on one core of the 2-core development machine (as long as
-the x4 upsampling of the logits before it), a fixed cost that every semantic model
+copies the tensor, yet on a CPU it costs as much as a real resize: 116 ms
+at 19 x 1024 x 2048 on one core of the 2-core development machine, against
+110 ms for the x4 upsampling of the logits before it (command in
+projects/icnet/README.md), a fixed cost that every semantic model
 (Semantic FPN, Panoptic FPN, ICNet, MaskFormer) pays at full-resolution
 inference. This version returns the crop itself when the sizes match, and is
 otherwise detectron2's function.

@@ -144,7 +144,7 @@ AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def inference_precision(args) -> str:
     """Inference precision: "fp32", or with --amp autocast's type on --device (fp16 / bf16)."""
-    return AMP_PRECISION[args.device] if getattr(args, "amp", False) else "fp32"
+    return AMP_PRECISION[args.device] if args.amp else "fp32"
 
 
 def default_input_size(cfg) -> Tuple[int, int]:
@@ -189,6 +189,7 @@ class _Run:
         self.cfg = _load_cfg(config_file, self.opts, args)
         self.batch_size = 1
         self.task = args.task
+        self.precision: Optional[str] = None  # inference only
         self.model: Optional[torch.nn.Module] = None
         self.inputs: Optional[List[Dict[str, Any]]] = None
         self.input_size: Optional[Tuple[int, int]] = None
@@ -213,11 +214,12 @@ class _Run:
         self.inputs = synthetic_inputs(self.batch_size, *self.input_size, seed=self.cfg.SEED)
         model, inputs = self.model, self.inputs
 
-        precision = inference_precision(args)
+        self.precision = inference_precision(args)
+        autocast_dtype = AUTOCAST_DTYPES.get(self.precision)  # None: fp32, autocast off
 
         def infer():
             with torch.no_grad(), torch.autocast(
-                args.device, dtype=AUTOCAST_DTYPES.get(precision), enabled=precision != "fp32"
+                args.device, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
                 return model(inputs)
 
@@ -284,7 +286,7 @@ def _result(run: _Run, stats: Dict[str, Any], args) -> Dict[str, Any]:
     res.update(
         role=run.role, name=run.name, config_file=run.config_file, opts=run.opts,
         task=run.task, device=args.device,
-        precision=inference_precision(args) if run.task == "inference" else None,
+        precision=run.precision,
         input_size=list(run.input_size) if run.input_size else None,
         batch_size=run.batch_size, warmup=args.warmup, iters=stats["iters"],
     )
@@ -330,7 +332,6 @@ def ratios(base: Dict[str, Any], other: Dict[str, Any]) -> Dict[str, Optional[fl
         a, b = base.get(k), other.get(k)
         out[k] = b / a if a and b is not None else None
     return out
-
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:

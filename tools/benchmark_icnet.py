@@ -193,7 +193,6 @@ def markdown(report: Dict[str, Any]) -> List[str]:
     return lines
 
 
-
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)

@@ -160,7 +160,6 @@ def setup_cfg(args):
     return cfg
 
 
-
 def main(args) -> List[str]:
     """Runs the demo; returns the paths of the written overlays."""
     setup_logging()

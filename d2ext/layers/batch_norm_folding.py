@@ -23,17 +23,12 @@ from torch import nn
 
 def _affine_of(norm: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) with norm(x) == x * scale + shift per channel, each shaped (C,)."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        return scale, norm.bias - norm.running_mean * scale
     if norm.running_mean is None:
         raise ValueError(f"{type(norm).__name__} without running statistics cannot be folded")
     scale = (norm.running_var + norm.eps).rsqrt()
-    if norm.affine:
-        scale = scale * norm.weight
     shift = -norm.running_mean * scale
-    if norm.affine:
-        shift = shift + norm.bias
+    if isinstance(norm, FrozenBatchNorm2d) or norm.affine:  # FrozenBatchNorm2d is always affine
+        scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
     return scale, shift
 
 
