@@ -8,7 +8,9 @@ with ``register_evaluator_type``.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import tempfile
 from typing import Callable, Dict, FrozenSet, List, Optional
 
@@ -87,8 +89,11 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
 
 def _coco(name: str, meta, output_dir: Optional[str]) -> COCOEvaluator:
     if not hasattr(meta, "json_file") and output_dir is None:
-        # detectron2 converts such datasets to a COCO json it must write somewhere.
+        # detectron2 converts such datasets to a COCO json it must write somewhere,
+        # and points the dataset's metadata at it for the rest of the process: the
+        # folder may only go when the process does.
         output_dir = tempfile.mkdtemp(prefix="d2ext_coco_eval_")
+        atexit.register(shutil.rmtree, output_dir, ignore_errors=True)
     # tasks inferred from the predictions: bbox, and segm when masks are predicted.
     # The fast evaluation needs compiled ops, pycocotools' is the official one anyway.
     return COCOEvaluator(name, output_dir=output_dir, use_fast_impl=False)

@@ -187,3 +187,33 @@ def test_semantic_dump_knows_thing_ids_of_panoptic_datasets(dataset):
     (evaluator,) = build_evaluator(_cfg("SemanticSegmentor"), NAME)._evaluators
     encoded = evaluator.encode_json_sem_seg(np.array([[0, 1], [2, 3]]), "a.png")
     assert sorted(e["category_id"] for e in encoded) == [1, 2, 10, 11]
+
+
+_CHILD = """
+import os
+import d2ext  # first: its compatibility shims for this Pillow
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from d2ext.config import get_cfg
+from d2ext.evaluation import build_evaluator
+
+DatasetCatalog.register("no_json", lambda: [{"file_name": "a.png", "image_id": 1, "height": 4, "width": 4, "annotations": []}])
+MetadataCatalog.get("no_json").set(evaluator_type="coco", thing_classes=["cat"])
+cfg = get_cfg()
+cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+build_evaluator(cfg, "no_json")  # no output folder: detectron2 needs one for its json
+json_file = MetadataCatalog.get("no_json").json_file
+assert os.path.isfile(json_file), json_file
+print(json_file)
+"""
+
+
+def test_coco_json_of_a_dataset_without_one_lives_as_long_as_the_process():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    json_file = done.stdout.strip().splitlines()[-1]
+    assert os.path.basename(os.path.dirname(json_file)).startswith("d2ext_coco_eval_")
+    assert not os.path.exists(os.path.dirname(json_file))  # removed at exit
