@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,20 @@ def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
     return x if pos is None else x + pos
 
 
+def _residual(
+    x: torch.Tensor,
+    sublayer: Callable[[torch.Tensor], torch.Tensor],
+    norm: nn.LayerNorm,
+    dropout: nn.Dropout,
+    normalize_before: bool,
+) -> torch.Tensor:
+    """One residual block of a transformer layer: ``x + sublayer(norm(x))`` with
+    pre-norm, ``norm(x + sublayer(x))`` with post-norm (DETR's default)."""
+    if normalize_before:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
 class TransformerEncoderLayer(nn.Module):
     """Self-attention + FFN, post-norm (DETR) or pre-norm."""
 
@@ -99,14 +113,13 @@ class TransformerEncoderLayer(nn.Module):
 
     def forward(self, src: torch.Tensor, pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         """src, pos: (B, S, C) -> (B, S, C)."""
-        if self.normalize_before:
-            x = self.norm1(src)
+
+        def attend(x):
             q = k = _with_pos(x, pos)
-            src = src + self.dropout1(self.self_attn(q, k, x, need_weights=False)[0])
-            return src + self.dropout2(self._ffn(self.norm2(src)))
-        q = k = _with_pos(src, pos)
-        src = self.norm1(src + self.dropout1(self.self_attn(q, k, src, need_weights=False)[0]))
-        return self.norm2(src + self.dropout2(self._ffn(src)))
+            return self.self_attn(q, k, x, need_weights=False)[0]
+
+        src = _residual(src, attend, self.norm1, self.dropout1, self.normalize_before)
+        return _residual(src, self._ffn, self.norm2, self.dropout2, self.normalize_before)
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -147,23 +160,19 @@ class TransformerDecoderLayer(nn.Module):
         query_pos: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """tgt, query_pos: (B, Q, C); memory, pos: (B, S, C) -> (B, Q, C)."""
-        if self.normalize_before:
-            x = self.norm1(tgt)
+
+        def attend_queries(x):
             q = k = _with_pos(x, query_pos)
-            tgt = tgt + self.dropout1(self.self_attn(q, k, x, need_weights=False)[0])
-            x = self.norm2(tgt)
-            attn = self.cross_attn(
-                _with_pos(x, query_pos), _with_pos(memory, pos), memory, need_weights=False
-            )[0]
-            tgt = tgt + self.dropout2(attn)
-            return tgt + self.dropout3(self._ffn(self.norm3(tgt)))
-        q = k = _with_pos(tgt, query_pos)
-        tgt = self.norm1(tgt + self.dropout1(self.self_attn(q, k, tgt, need_weights=False)[0]))
-        attn = self.cross_attn(
-            _with_pos(tgt, query_pos), _with_pos(memory, pos), memory, need_weights=False
-        )[0]
-        tgt = self.norm2(tgt + self.dropout2(attn))
-        return self.norm3(tgt + self.dropout3(self._ffn(tgt)))
+            return self.self_attn(q, k, x, need_weights=False)[0]
+
+        def attend_memory(x):
+            k = _with_pos(memory, pos)
+            return self.cross_attn(_with_pos(x, query_pos), k, memory, need_weights=False)[0]
+
+        pre = self.normalize_before
+        tgt = _residual(tgt, attend_queries, self.norm1, self.dropout1, pre)
+        tgt = _residual(tgt, attend_memory, self.norm2, self.dropout2, pre)
+        return _residual(tgt, self._ffn, self.norm3, self.dropout3, pre)
 
 
 def _clones(layer: nn.Module, n: int) -> nn.ModuleList:
