@@ -1,5 +1,8 @@
 """build_evaluator picks evaluators from metadata and model outputs only."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -208,10 +211,6 @@ print(json_file)
 
 
 def test_coco_json_of_a_dataset_without_one_lives_as_long_as_the_process():
-    import os
-    import subprocess
-    import sys
-
     done = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     json_file = done.stdout.strip().splitlines()[-1]

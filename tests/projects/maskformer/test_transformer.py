@@ -10,31 +10,43 @@ from projects.maskformer.transformer import TransformerDecoderLayer, Transformer
 D, HEADS, FFN = 32, 4, 64
 
 
-@pytest.mark.parametrize("pre_norm", [False, True])
-def test_encoder_layer_equals_torch_layer(pre_norm):
-    torch.manual_seed(0)
-    ours = TransformerEncoderLayer(D, HEADS, FFN, dropout=0.1, normalize_before=pre_norm).eval()
-    reference = nn.TransformerEncoderLayer(
-        D, HEADS, FFN, dropout=0.1, batch_first=True, norm_first=pre_norm
-    ).eval()
-    reference.load_state_dict(ours.state_dict())  # same parameter names
-    src = torch.randn(2, 7, D)
+def _with_distinct_norms(layer):
+    """LayerNorms start as identities, all alike: give each its own affine so that a
+    layer applying the wrong norm (or none) gives other outputs."""
     with torch.no_grad():
-        torch.testing.assert_close(ours(src), reference(src))
+        for module in layer.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+    return layer.eval()
+
+
+def _encoder_inputs():
+    return (torch.randn(2, 7, D),)  # src
+
+
+def _decoder_inputs():
+    return torch.randn(2, 5, D), torch.randn(2, 7, D)  # tgt, memory
 
 
 @pytest.mark.parametrize("pre_norm", [False, True])
-def test_decoder_layer_equals_torch_layer(pre_norm):
+@pytest.mark.parametrize(
+    "ours_cls, torch_cls, inputs",
+    [
+        (TransformerEncoderLayer, nn.TransformerEncoderLayer, _encoder_inputs),
+        (TransformerDecoderLayer, nn.TransformerDecoderLayer, _decoder_inputs),
+    ],
+)
+def test_layer_equals_torch_layer(ours_cls, torch_cls, inputs, pre_norm):
     torch.manual_seed(0)
-    ours = TransformerDecoderLayer(D, HEADS, FFN, dropout=0.1, normalize_before=pre_norm).eval()
-    reference = nn.TransformerDecoderLayer(
-        D, HEADS, FFN, dropout=0.1, batch_first=True, norm_first=pre_norm
-    ).eval()
+    ours = _with_distinct_norms(ours_cls(D, HEADS, FFN, dropout=0.1, normalize_before=pre_norm))
+    reference = torch_cls(D, HEADS, FFN, dropout=0.1, batch_first=True, norm_first=pre_norm).eval()
+    # Same parameter names, except torch's name for the decoder's cross-attention.
     state = {k.replace("cross_attn", "multihead_attn"): v for k, v in ours.state_dict().items()}
     reference.load_state_dict(state)
-    tgt, memory = torch.randn(2, 5, D), torch.randn(2, 7, D)
+    x = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(ours(tgt, memory), reference(tgt, memory))
+        torch.testing.assert_close(ours(*x), reference(*x))
 
 
 def _block(x, sublayer, norm, pre_norm):
@@ -47,7 +59,7 @@ def test_encoder_positions_enter_queries_and_keys_not_values(pre_norm):
     # DETR adds the positional encoding to the queries and keys of attention,
     # never to its values or to the residual stream.
     torch.manual_seed(0)
-    layer = TransformerEncoderLayer(D, HEADS, FFN, dropout=0.0, normalize_before=pre_norm).eval()
+    layer = _with_distinct_norms(TransformerEncoderLayer(D, HEADS, FFN, dropout=0.0, normalize_before=pre_norm))
     src, pos = torch.randn(1, 6, D), torch.randn(1, 6, D)
     with torch.no_grad():
         out = layer(src, pos)
@@ -60,7 +72,7 @@ def test_encoder_positions_enter_queries_and_keys_not_values(pre_norm):
 @pytest.mark.parametrize("pre_norm", [False, True])
 def test_decoder_positions_enter_queries_and_keys_not_values(pre_norm):
     torch.manual_seed(0)
-    layer = TransformerDecoderLayer(D, HEADS, FFN, dropout=0.0, normalize_before=pre_norm).eval()
+    layer = _with_distinct_norms(TransformerDecoderLayer(D, HEADS, FFN, dropout=0.0, normalize_before=pre_norm))
     tgt, query_pos = torch.randn(1, 5, D), torch.randn(1, 5, D)
     memory, pos = torch.randn(1, 6, D), torch.randn(1, 6, D)
 
