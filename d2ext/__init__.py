@@ -1,17 +1,18 @@
 """d2ext: shared machinery for segmentation methods on Detectron2.
 
-Importing d2ext first adapts detectron2 0.6 to today's libraries (see
-``d2ext.compat``), then registers the built-in datasets and makes semantic
-post-processing skip same-size resizes (``d2ext.postprocessing``).
+Importing d2ext adapts detectron2 0.6 to today's libraries (``d2ext.compat``:
+only what 0.6 needs to run, nothing that changes results or speed) and
+registers d2ext's datasets and extension points. It never imports the methods
+(``import d2ext_projects`` does) and changes no detectron2 behaviour; the one
+deliberate difference from detectron2, a same-size semantic post-processing
+that skips a no-op resize, is applied where d2ext builds models
+(``d2ext.engine.Trainer.build_model``), see ``d2ext.postprocessing``.
 """
 from . import compat
 
 compat.apply()
 
 from . import data  # noqa: E402  (registers datasets; needs compat first)
-from .config import get_cfg  # noqa: E402
-from . import postprocessing  # noqa: E402
+from .config import get_cfg, register_config  # noqa: E402
 
-postprocessing.install()
-
-__all__ = ["compat", "data", "get_cfg"]
+__all__ = ["compat", "data", "get_cfg", "register_config"]

@@ -1,4 +1,8 @@
-"""The one way to get a config: detectron2's defaults + d2ext's keys + every project's keys.
+"""The one way to get a config: detectron2's defaults + d2ext's keys + every registered project's keys.
+
+Projects register their ``add_<method>_config`` with :func:`register_config`
+when they are imported; d2ext never imports them (the entry points do, see
+``d2ext_projects``), so ``get_cfg()`` has a project's keys once it is loaded.
 
 d2ext owns the keys of its shared machinery (mapper, optimizer, schedule,
 user datasets). Where a public implementation already named a key (MaskFormer's
@@ -6,8 +10,25 @@ user datasets). Where a public implementation already named a key (MaskFormer's
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _detectron2_get_cfg
+
+from d2ext.registry import NamedRegistry
+
+__all__ = ["CONFIG_ADDERS", "add_d2ext_config", "get_cfg", "register_config"]
+
+# name (the method) -> add_<method>_config(cfg), which only adds keys under its namespace.
+CONFIG_ADDERS: NamedRegistry[Callable[[CN], None]] = NamedRegistry(
+    "D2EXT_CONFIG_ADDERS",
+    hint="A project registers its keys with d2ext.config.register_config when it is imported.",
+)
+
+
+def register_config(name: str, add_config: Callable[[CN], None]) -> Callable[[CN], None]:
+    """Makes ``get_cfg()`` call ``add_config(cfg)``; ``name`` is the method's (unique)."""
+    return CONFIG_ADDERS.register(name, add_config)
 
 
 def add_d2ext_config(cfg: CN) -> None:
@@ -21,6 +42,8 @@ def add_d2ext_config(cfg: CN) -> None:
     # "segments", or a project's registered builder). Empty: what the
     # meta-architecture declares in d2ext.model_io.
     cfg.D2EXT.TARGETS = []
+    # Number of images of toy_unlabeled_train (self-supervised pretraining).
+    cfg.D2EXT.TOY_UNLABELED_NUM_IMAGES = 5000
 
     # Common mapper augmentations beyond detectron2's resize / flip / crop.
     cfg.INPUT.COLOR_AUG_SSD = False
@@ -42,12 +65,13 @@ def add_d2ext_config(cfg: CN) -> None:
 
 
 def get_cfg() -> CN:
-    """detectron2 defaults + d2ext keys + the keys of every installed project."""
+    """detectron2 defaults + d2ext keys + the keys of every registered project.
+
+    Adders run in name order; since each only adds its own namespace, any order
+    gives the same config.
+    """
     cfg = _detectron2_get_cfg()
     add_d2ext_config(cfg)
-    try:
-        import projects
-    except ImportError:  # d2ext used on its own, without the projects package
-        return cfg
-    projects.add_project_configs(cfg)
+    for _, add_config in CONFIG_ADDERS.items():
+        add_config(cfg)
     return cfg

@@ -14,9 +14,12 @@ otherwise detectron2's function.
 
 :func:`install` puts it in place of detectron2's in the modules that call it
 (``SemanticSegmentor``, ``PanopticFPN``), so that baselines and projects get
-the same post-processing; it runs when ``d2ext`` is imported. It is the one
+the same post-processing. It is not applied on ``import d2ext``: d2ext calls
+it where it builds models (``d2ext.engine.Trainer.build_model``, which
+``train_net.py``, the predictor, the demo and the benchmarks use), so a
+detectron2 model built by the user's own code is untouched. It is the one
 patch of detectron2 behaviour outside ``d2ext.compat``; outputs are unchanged
-(tested against detectron2's function).
+(tested against detectron2's function), only the wasted copy is gone.
 """
 from __future__ import annotations
 
@@ -61,7 +64,11 @@ def sem_seg_postprocess(
 
 
 def install() -> None:
-    """Replace detectron2's ``sem_seg_postprocess`` in the modules that use it (idempotent)."""
+    """Replace detectron2's ``sem_seg_postprocess`` in the modules that use it (idempotent).
+
+    Process-wide: once d2ext has built a model, every SemanticSegmentor and
+    PanopticFPN in the process, baseline or not, post-processes the same way.
+    """
     for name in _CALLERS:
         module = importlib.import_module(name)
         module.sem_seg_postprocess = sem_seg_postprocess

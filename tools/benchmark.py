@@ -45,11 +45,7 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-try:
-    import d2ext  # noqa: F401  (first: adapts detectron2 to today's libraries)
-except ImportError:  # run from a checkout without installing: the repo root holds d2ext
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import d2ext  # noqa: F401
+import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402

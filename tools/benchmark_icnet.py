@@ -36,11 +36,7 @@ import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-try:
-    import projects  # noqa: F401  (imports d2ext first, registers ICNet)
-except ImportError:  # run from a checkout without installing
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import projects  # noqa: F401
+import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
@@ -54,7 +50,7 @@ from d2ext.benchmark import (  # noqa: E402
     synthetic_inputs,
 )
 from d2ext.layers import fold_batch_norms  # noqa: E402
-from projects.icnet import ICNetBackbone, ICNetHead  # noqa: E402
+from d2ext_projects.icnet import ICNetBackbone, ICNetHead  # noqa: E402
 
 logger = logging.getLogger("d2ext.benchmark_icnet")
 

@@ -26,18 +26,14 @@ import shlex
 import sys
 from typing import Any, Dict, List
 
-try:
-    import d2ext  # noqa: F401  (first: adapts detectron2 to today's libraries)
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import d2ext  # noqa: F401
+import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
 from d2ext.benchmark import environment, measure_interleaved  # noqa: E402
-from projects.maskformer.matcher import HungarianMatcher  # noqa: E402
+from d2ext_projects.maskformer.matcher import HungarianMatcher  # noqa: E402
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -31,11 +31,7 @@ import shlex
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-try:
-    import d2ext  # noqa: F401  (first: adapts detectron2 to today's libraries)
-except ImportError:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import d2ext  # noqa: F401
+import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
 import torch  # noqa: E402
 from detectron2.layers import ShapeSpec  # noqa: E402
@@ -46,10 +42,9 @@ from d2ext.benchmark import count_flops, environment, measure_interleaved  # noq
 from d2ext.layers import point_sample  # noqa: E402
 from d2ext.engine import load_cfg  # noqa: E402
 
-import projects  # noqa: E402,F401  (registers PointRend)
-from projects.pointrend import PointRendMaskHead  # noqa: E402
-from projects.pointrend.mask_head import _select  # noqa: E402
-from projects.pointrend.point_features import regular_grid_coords  # noqa: E402
+from d2ext_projects.pointrend import PointRendMaskHead  # noqa: E402
+from d2ext_projects.pointrend.mask_head import _select  # noqa: E402
+from d2ext_projects.pointrend.point_features import regular_grid_coords  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pointrend/coco/pointrend_rcnn_R_50_FPN_1x_coco.yaml"
 logger = logging.getLogger("d2ext.benchmark_pointrend")

@@ -22,11 +22,7 @@ import sys
 import time
 from typing import List, Sequence
 
-try:
-    import d2ext  # noqa: F401  (first: adapts detectron2 to today's libraries)
-except ImportError:  # run from a checkout without installing: the repo root holds d2ext
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import d2ext  # noqa: F401
+import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

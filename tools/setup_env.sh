@@ -29,5 +29,5 @@ fi
 "$py" -m pip install -q --no-deps "$(grep -oE 'panopticapi-lite==[0-9.]+' tools/requirements.txt)"
 "$py" tools/install_detectron2.py
 "$py" -m pip install -q --no-deps --no-build-isolation -e .
-"$py" -c "import d2ext, projects; print('[setup] d2ext ready; compat:', ', '.join(d2ext.compat.APPLIED) or 'nothing needed')"
+"$py" -c "import d2ext, d2ext_projects; print('[setup] d2ext ready; compat:', ', '.join(d2ext.compat.APPLIED) or 'nothing needed')"
 touch "$stamp"

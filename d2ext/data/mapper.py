@@ -16,7 +16,10 @@ Output: the input dict's fields (``annotations`` consumed), ``image`` (C, H, W)
 tensor (uint8 for the usual formats), ``height`` / ``width`` of the original
 image, and one key per target. At test time: the resized image and the original
 size, no targets, no label map read, no padding (the model pads and resizes
-its outputs back to ``height`` x ``width``).
+its outputs back to ``height`` x ``width``), and the inference prompts the
+model accepts (``d2ext.model_io.PROMPTS``), carried over from the dataset dict
+and transformed with the image: ``points`` (N, 2) xy in original-image pixels
+become an (N, 2) float32 tensor in the resized (and flipped) image's pixels.
 
 Label maps are resized with nearest neighbour through PIL's uint8 path, the
 same one RLE instance masks take in ``transform_instance_annotations``: the
@@ -42,14 +45,15 @@ from d2ext.data.datasets.checks import DatasetError, check_label_size, check_pan
 from d2ext.data.targets import (
     TARGET_BUILDERS,
     MapperSettings,
+    TargetBuilder,
     TargetContext,
     has_panoptic,
     has_semantic,
     semantic_from_panoptic,
 )
-from d2ext.model_io import model_targets
+from d2ext.model_io import PROMPTS, model_prompts, model_targets
 
-__all__ = ["CommonDatasetMapper", "LabelMapsAugInput", "transform_label_map"]
+__all__ = ["CommonDatasetMapper", "LabelMapsAugInput", "transform_label_map", "transform_points"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,25 @@ def transform_label_map(tfm: T.Transform, labels: np.ndarray) -> np.ndarray:
         return tfm.apply_segmentation(labels)
     out = _from_bytes(tfm.apply_segmentation(_to_bytes(labels)))
     return out.astype(labels.dtype)
+
+
+def transform_points(tfm: T.Transform, points, source: str = "points") -> torch.Tensor:
+    """(N, 2) xy in the input image's pixels -> (N, 2) float32 xy after ``tfm``.
+
+    Points are continuous coordinates (a pixel's centre is at +0.5), the same
+    convention as boxes, so they follow ``apply_coords`` exactly.
+
+    Raises:
+        ValueError: not an (N, 2) array of finite numbers (``source`` names it).
+    """
+    array = np.asarray(points.cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+    if array.size == 0:
+        array = array.reshape(0, 2)
+    if array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError(f"{source}: expected (N, 2) xy points, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{source}: points must be finite, got {array[~np.isfinite(array).all(1)].tolist()}")
+    return torch.as_tensor(tfm.apply_coords(array.copy()), dtype=torch.float32)
 
 
 class LabelMapsAugInput(T.AugInput):
@@ -117,7 +140,8 @@ class CommonDatasetMapper:
         *,
         augmentations: List[Union[T.Augmentation, T.Transform]],
         image_format: str,
-        targets: Sequence[str] = (),
+        targets: Sequence[Union[str, TargetBuilder]] = (),
+        prompts: Sequence[str] = (),
         ignore_label: int = 255,
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
@@ -128,8 +152,13 @@ class CommonDatasetMapper:
             is_train: build targets (training) or only the image (inference).
             augmentations: applied in order, once, to the image and every target.
             image_format: see ``detectron2.data.detection_utils.read_image``.
-            targets: names registered in ``d2ext.data.targets.TARGET_BUILDERS``;
-                built at training time only.
+            targets: names registered in ``d2ext.data.targets.TARGET_BUILDERS``
+                (configurable builders need a config: ``from_config`` binds
+                them), or bound :class:`TargetBuilder` objects; built at
+                training time only.
+            prompts: inference prompts (``d2ext.model_io.PROMPTS``) to carry
+                from the dataset dict to the model at test time, transformed
+                with the image; the dict may omit them.
             ignore_label: semantic label of unlabeled and padded pixels.
             instance_mask_format: "polygon" or "bitmask" for the "instances" target.
             recompute_boxes: instance boxes = tight boxes of the augmented masks.
@@ -142,8 +171,14 @@ class CommonDatasetMapper:
             )
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
-        self.targets = tuple(targets)
-        self._builders = [TARGET_BUILDERS.get(name) for name in self.targets]  # fails early
+        self._builders = [  # looked up now: an unknown name fails early
+            t if isinstance(t, TargetBuilder) else TARGET_BUILDERS.get(t).bind() for t in targets
+        ]
+        self.targets = tuple(b.name for b in self._builders)
+        unknown = set(prompts) - set(PROMPTS)
+        if unknown:
+            raise ValueError(f"unknown prompts {sorted(unknown)}; known: {sorted(PROMPTS)}")
+        self.prompts = tuple(prompts)
         self.settings = MapperSettings(
             is_train=is_train,
             image_format=image_format,
@@ -175,7 +210,10 @@ class CommonDatasetMapper:
             "is_train": is_train,
             "augmentations": build_augmentations(cfg, is_train, ignore_label=ignore_label),
             "image_format": cfg.INPUT.FORMAT,
-            "targets": sorted(model_targets(cfg)) if is_train else (),
+            "targets": [TARGET_BUILDERS.get(n).bind(cfg) for n in sorted(model_targets(cfg))]
+            if is_train
+            else (),
+            "prompts": () if is_train else sorted(model_prompts(cfg)),
             "ignore_label": ignore_label,
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             # As detectron2: a crop cuts objects, so their boxes no longer fit.
@@ -218,11 +256,15 @@ class CommonDatasetMapper:
 
         if not self.is_train:
             aug_input = T.AugInput(image)
-            self.augmentations(aug_input)
+            transforms = self.augmentations(aug_input)
             image = aug_input.image
             dataset_dict.pop("annotations", None)
             dataset_dict.pop("sem_seg_file_name", None)
             dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+            for name in self.prompts:
+                if name in dataset_dict:
+                    source = f"{name!r} of {dataset_dict['file_name']!r}"
+                    dataset_dict[name] = transform_points(transforms, dataset_dict[name], source)
             return dataset_dict
 
         maps = set()

@@ -44,6 +44,24 @@ Protocol for a project's own target (e.g. R2O's pairs of augmented views)::
   read and one geometry. Use tensors (the DataLoader moves them cheaply).
 - Register on import of the project package; the name goes into
   ``D2EXT.TARGETS`` or the meta-architecture's ``d2ext.model_io`` declaration.
+  A name can be registered once (a duplicate is an error).
+
+A builder that needs settings from the config (crop sizes, augmentation
+strengths, ...) is a class with a ``from_config(cfg)`` classmethod returning
+a callable ``(ctx, out) -> None``; the mapper built from a config calls it
+once, so the settings are read once, not per image::
+
+    @register_target("r2o_views", maps=())
+    class R2OViews:
+        def __init__(self, crop_size: int):
+            self.crop_size = crop_size
+
+        @classmethod
+        def from_config(cls, cfg):
+            return cls(crop_size=cfg.MODEL.R2O.CROP_SIZE)
+
+        def __call__(self, ctx: TargetContext, out: dict) -> None:
+            out["views"] = ...
 """
 from __future__ import annotations
 
@@ -58,6 +76,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 
 from d2ext.data.datasets.checks import DatasetError
+from d2ext.registry import NamedRegistry
 
 __all__ = [
     "LABEL_MAPS",
@@ -147,45 +166,51 @@ class TargetBuilder(NamedTuple):
             require(self.name, dataset_dict, [_PANOPTIC_KEYS])
         return maps
 
+    @property
+    def configurable(self) -> bool:
+        return callable(getattr(self.build, "from_config", None))
 
-class TargetRegistry:
+    def bind(self, cfg=None) -> "TargetBuilder":
+        """This builder with its settings read from ``cfg`` (a no-op for plain functions).
+
+        A configurable builder needs a config: without one it is an error, not a
+        builder silently running on made-up defaults.
+        """
+        if not self.configurable:
+            return self
+        if cfg is None:
+            raise ValueError(
+                f"target builder {self.name!r} reads its settings from the config "
+                f"({self.build.__qualname__}.from_config): build the mapper from a config "
+                "(CommonDatasetMapper(cfg, ...)), or pass the configured builder itself"
+            )
+        return self._replace(build=self.build.from_config(cfg))
+
+
+class TargetRegistry(NamedRegistry[TargetBuilder]):
     """Name -> :class:`TargetBuilder` (registry "D2EXT_TARGET_BUILDERS")."""
 
     def __init__(self, name: str):
-        self._name = name
-        self._builders: Dict[str, TargetBuilder] = {}
+        super().__init__(
+            name,
+            hint="A project registers its own with d2ext.data.targets.register_target "
+            "when its package is imported.",
+        )
 
-    def register(self, name: str, *, maps: MapsSpec = ()) -> Callable:
-        def deco(fn: Callable[[TargetContext, dict], None]):
-            if name in self._builders:
-                raise KeyError(f"target {name!r} is already registered in {self._name}")
+    def register(self, name: str, *, maps: MapsSpec = ()) -> Callable:  # type: ignore[override]
+        """Decorator: registers a function ``(ctx, out) -> None``, or a class whose
+        ``from_config(cfg)`` returns one, as the builder of target ``name``."""
+
+        def deco(fn):
             if not callable(maps):
                 unknown = set(maps) - LABEL_MAPS
                 if unknown:
                     raise ValueError(f"target {name!r}: unknown label maps {sorted(unknown)}")
-            self._builders[name] = TargetBuilder(name, fn, maps if callable(maps) else tuple(maps))
+            spec = maps if callable(maps) else tuple(maps)
+            NamedRegistry.register(self, name, TargetBuilder(name, fn, spec))
             return fn
 
         return deco
-
-    def get(self, name: str) -> TargetBuilder:
-        if name not in self._builders:
-            raise KeyError(
-                f"no target builder named {name!r} in {self._name}; registered: {self.names()}. "
-                "A project registers its own with d2ext.data.targets.register_target "
-                "when its package is imported."
-            )
-        return self._builders[name]
-
-    def remove(self, name: str) -> None:
-        """For tests: forget a builder."""
-        self._builders.pop(name, None)
-
-    def names(self) -> List[str]:
-        return sorted(self._builders)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._builders
 
 
 TARGET_BUILDERS = TargetRegistry("D2EXT_TARGET_BUILDERS")

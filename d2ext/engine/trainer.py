@@ -7,7 +7,10 @@ LR schedule. Differences from detectron2 0.6's DefaultTrainer: checkpoints
 are written atomically and carry the optimizer state (0.6 saves only the
 iteration and the scheduler; detectron2's current source saves the optimizer
 under the same "_trainer" key as here), and data-parallel training also runs
-on CPU (gloo).
+on CPU (gloo); projects contribute hooks for their meta-architecture
+(``d2ext.engine.hooks``), placed after the LR scheduler hook; models are built
+with d2ext's same-size semantic post-processing (``d2ext.postprocessing``),
+baselines and methods alike.
 """
 from __future__ import annotations
 
@@ -22,8 +25,10 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from d2ext import postprocessing
 from d2ext.data.mapper import CommonDatasetMapper
 from d2ext.engine.checkpoint import AtomicCheckpointer
+from d2ext.engine.hooks import build_project_hooks, insert_after_lr_scheduler
 from d2ext.engine.solver import build_lr_scheduler, build_optimizer
 from d2ext.evaluation import build_evaluator
 
@@ -55,6 +60,14 @@ class Trainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_model(cls, cfg):
+        postprocessing.install()
+        return super().build_model(cfg)
+
+    def build_hooks(self):
+        return insert_after_lr_scheduler(super().build_hooks(), build_project_hooks(self.cfg, self))
 
     def state_dict(self):
         state = super().state_dict()

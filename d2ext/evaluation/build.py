@@ -12,7 +12,7 @@ import atexit
 import logging
 import shutil
 import tempfile
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Callable, FrozenSet, List, NamedTuple, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import (
@@ -24,6 +24,7 @@ from detectron2.evaluation import (
 )
 
 from ..model_io import model_outputs
+from ..registry import NamedRegistry
 from .cityscapes_instance import CityscapesInstanceEvaluator
 from .cityscapes_semantic import CityscapesSemSegEvaluator
 
@@ -32,9 +33,17 @@ logger = logging.getLogger(__name__)
 # (dataset_name, metadata, model outputs, output_dir) -> evaluators (may be empty)
 EvaluatorFactory = Callable[[str, object, FrozenSet[str], Optional[str]], List[DatasetEvaluator]]
 
-_FACTORIES: Dict[str, EvaluatorFactory] = {}
-# What each type can evaluate, for error messages.
-_EVALUATES: Dict[str, str] = {}
+
+
+class EvaluatorType(NamedTuple):
+    factory: EvaluatorFactory
+    evaluates: str  # what it can evaluate, for error messages
+
+
+EVALUATOR_TYPES: NamedRegistry[EvaluatorType] = NamedRegistry(
+    "D2EXT_EVALUATOR_TYPES",
+    hint="Register it with d2ext.evaluation.register_evaluator_type.",
+)
 
 
 def register_evaluator_type(evaluator_type: str, factory: EvaluatorFactory, evaluates: str) -> None:
@@ -45,8 +54,7 @@ def register_evaluator_type(evaluator_type: str, factory: EvaluatorFactory, eval
             for the outputs it can evaluate; empty if none.
         evaluates: a short description for errors, e.g. "instances (mask AP)".
     """
-    _FACTORIES[evaluator_type] = factory
-    _EVALUATES[evaluator_type] = evaluates
+    EVALUATOR_TYPES.register(evaluator_type, EvaluatorType(factory, evaluates))
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluators:
@@ -63,18 +71,19 @@ def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) ->
     evaluator_type = meta.get("evaluator_type")
     outputs = frozenset(model_outputs(cfg))
     arch = cfg.MODEL.META_ARCHITECTURE
-    if evaluator_type not in _FACTORIES:
+    if evaluator_type not in EVALUATOR_TYPES:
         raise ValueError(
             f"No evaluator for dataset {dataset_name!r}: its metadata evaluator_type="
-            f"{evaluator_type!r} is not one of {sorted(_FACTORIES)} (model {arch} outputs "
+            f"{evaluator_type!r} is not one of {EVALUATOR_TYPES.names()} (model {arch} outputs "
             f"{sorted(outputs)}). Set evaluator_type in its metadata or register the type "
             "with d2ext.evaluation.register_evaluator_type."
         )
-    evaluators = _FACTORIES[evaluator_type](dataset_name, meta, outputs, output_dir)
+    registered = EVALUATOR_TYPES.get(evaluator_type)
+    evaluators = registered.factory(dataset_name, meta, outputs, output_dir)
     if not evaluators:
         raise ValueError(
             f"No evaluator for dataset {dataset_name!r} (evaluator_type={evaluator_type!r}, "
-            f"which evaluates {_EVALUATES[evaluator_type]}): model {arch} outputs "
+            f"which evaluates {registered.evaluates}): model {arch} outputs "
             f"{sorted(outputs)}."
         )
     logger.info(

@@ -26,19 +26,18 @@ Components (registered on import):
 
 - ``ICNetBackbone`` in ``BACKBONE_REGISTRY`` (``MODEL.BACKBONE.NAME``),
 - ``ICNetHead`` in ``SEM_SEG_HEADS_REGISTRY`` (``MODEL.SEM_SEG_HEAD.NAME``),
-- ``add_icnet_config`` in ``projects.CONFIG_ADDERS`` (keys ``MODEL.ICNET.*``).
+- ``add_icnet_config`` with ``d2ext.config.register_config`` (keys ``MODEL.ICNET.*``).
 """
 import d2ext  # noqa: F401  (compat before detectron2)
 
-from projects import CONFIG_ADDERS
+from d2ext.config import register_config
 
 from .backbone import ICNetBackbone, PyramidPooling, dilate_stage
 from .config import add_icnet_config
 from .head import CascadeFeatureFusion, ICNetHead
 from .loss import cascade_guidance_losses, downsample_labels, masked_cross_entropy
 
-if add_icnet_config not in CONFIG_ADDERS:
-    CONFIG_ADDERS.append(add_icnet_config)
+register_config("icnet", add_icnet_config)
 
 __all__ = [
     "ICNetBackbone",

@@ -4,7 +4,7 @@ Importing this package registers:
 
 - ``MaskFormer`` in detectron2's META_ARCH_REGISTRY and ``MaskFormerHead`` in
   its SEM_SEG_HEADS_REGISTRY; pixel decoders in ``PIXEL_DECODER_REGISTRY``;
-- the config keys (``add_maskformer_config``, appended to ``projects.CONFIG_ADDERS``);
+- the config keys (``add_maskformer_config``, with ``d2ext.config.register_config``);
 - the model's targets and outputs in ``d2ext.model_io``: targets from
   ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``;
 - the ``maskformer_semantic_segments`` target builder of the common mapper.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import FrozenSet
 
-import projects
+from d2ext.config import register_config
 from d2ext.model_io import register_model_io
 
 from . import targets  # noqa: F401  (registers the target builder)
@@ -52,6 +52,5 @@ def _outputs(cfg) -> FrozenSet[str]:
     return frozenset(k for k, v in on.items() if v)
 
 
-if add_maskformer_config not in projects.CONFIG_ADDERS:
-    projects.CONFIG_ADDERS.append(add_maskformer_config)
+register_config("maskformer", add_maskformer_config)
 register_model_io("MaskFormer", targets=_targets, outputs=_outputs)

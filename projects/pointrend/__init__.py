@@ -12,7 +12,7 @@ PointRend names and config keys so that its published configs build unchanged:
 - ``PointRendSemSegHead`` in ``SEM_SEG_HEADS_REGISTRY`` (``MODEL.SEM_SEG_HEAD.NAME``);
 - ``StandardPointHead``, ``ImplicitPointHead`` in ``POINT_HEAD_REGISTRY``
   (``MODEL.POINT_HEAD.NAME``);
-- ``add_pointrend_config`` in ``projects.CONFIG_ADDERS``.
+- ``add_pointrend_config`` with ``d2ext.config.register_config``.
 
 They plug into detectron2's GeneralizedRCNN and SemanticSegmentor, whose
 inputs and outputs ``d2ext.model_io`` already declares.
@@ -31,10 +31,9 @@ from .point_head import POINT_HEAD_REGISTRY, ImplicitPointHead, StandardPointHea
 from .roi_heads import PointRendROIHeads
 from .semantic_seg import PointRendSemSegHead
 
-from projects import CONFIG_ADDERS  # noqa: E402  (projects/__init__ defines it before importing us)
+from d2ext.config import register_config  # noqa: E402
 
-if add_pointrend_config not in CONFIG_ADDERS:
-    CONFIG_ADDERS.append(add_pointrend_config)
+register_config("pointrend", add_pointrend_config)
 
 __all__ = [
     "add_pointrend_config",

@@ -1,6 +1,6 @@
 """Boundary-quality metrics of finished instance-segmentation runs: strict mask AP and Boundary AP.
 
-    python -m projects.pointrend.boundary_eval RUN_DIR [RUN_DIR ...] [--dataset toy_instances_val]
+    python -m d2ext_projects.pointrend.boundary_eval RUN_DIR [RUN_DIR ...] [--dataset toy_instances_val]
 
 Reads the predictions that d2ext's COCO evaluation wrote
 (``RUN_DIR/inference/<dataset>/coco_instances_results.json``) and the dataset's

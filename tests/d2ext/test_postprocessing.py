@@ -1,10 +1,13 @@
 """d2ext.postprocessing: same outputs as detectron2's sem_seg_postprocess, no same-size resize."""
-import importlib
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-import d2ext  # noqa: F401  (installs the replacement)
+import d2ext  # noqa: F401
 from d2ext import postprocessing
 from d2ext.postprocessing import detectron2_sem_seg_postprocess, sem_seg_postprocess
 
@@ -38,13 +41,32 @@ def test_same_size_is_a_view_without_interpolation(monkeypatch):
     assert calls == [1]
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "detectron2.modeling.postprocessing",
-        "detectron2.modeling.meta_arch.semantic_seg",
-        "detectron2.modeling.meta_arch.panoptic_fpn",
-    ],
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CALLERS = (
+    "detectron2.modeling.postprocessing",
+    "detectron2.modeling.meta_arch.semantic_seg",
+    "detectron2.modeling.meta_arch.panoptic_fpn",
 )
-def test_installed_in_detectron2(module):
-    assert importlib.import_module(module).sem_seg_postprocess is sem_seg_postprocess
+
+# In a fresh process: what import d2ext leaves in place, and what building a model installs.
+_CHILD = """
+import importlib, json
+import d2ext
+from d2ext import postprocessing
+from d2ext.engine import Trainer, load_cfg
+callers = {callers!r}
+ours = lambda: [importlib.import_module(m).sem_seg_postprocess is postprocessing.sem_seg_postprocess
+                for m in callers]
+before = ours()
+Trainer.build_model(load_cfg("configs/baselines/toy/semantic_fpn_R18_toy.yaml", ["MODEL.DEVICE", "cpu"]))
+print(json.dumps({{"before": before, "after": ours()}}))
+"""
+
+
+def test_installed_where_d2ext_builds_models_not_on_import():
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(callers=_CALLERS)],
+        capture_output=True, text=True, check=True, timeout=300, cwd=REPO_ROOT,
+    ).stdout
+    states = json.loads(out.strip().splitlines()[-1])
+    assert states == {"before": [False] * 3, "after": [True] * 3}

@@ -19,7 +19,7 @@ from d2ext.evaluation import (
     register_evaluator_type,
 )
 from d2ext.evaluation import build as build_module
-from d2ext.model_io import _MODEL_IO, register_model_io
+from d2ext.model_io import MODEL_IO, register_model_io
 
 NAME = "_test_build_evaluator_ds"
 THINGS = ["cat", "dog"]
@@ -50,7 +50,7 @@ def dataset(tmp_path):
 def panoptic_only_model():
     register_model_io("_test_panoptic_only", lambda cfg: frozenset(), lambda cfg: frozenset({"panoptic_seg"}))
     yield
-    _MODEL_IO.pop("_test_panoptic_only", None)
+    MODEL_IO.remove("_test_panoptic_only")
 
 
 def _cfg(meta_arch):
@@ -179,8 +179,7 @@ def test_register_evaluator_type(dataset):
         with pytest.raises(ValueError, match=r"sem_seg \(custom\)"):
             build_evaluator(_cfg("GeneralizedRCNN"), NAME)
     finally:
-        build_module._FACTORIES.pop("_test_type")
-        build_module._EVALUATES.pop("_test_type")
+        build_module.EVALUATOR_TYPES.remove("_test_type")
 
 
 def test_semantic_dump_knows_thing_ids_of_panoptic_datasets(dataset):

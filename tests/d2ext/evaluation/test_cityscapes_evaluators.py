@@ -238,8 +238,8 @@ def test_prediction_without_ground_truth_is_an_error(datasets):
 
 @pytest.fixture(scope="module", autouse=True)
 def _panoptic_only_model():
-    from d2ext.model_io import _MODEL_IO, register_model_io
+    from d2ext.model_io import MODEL_IO, register_model_io
 
     register_model_io("_test_panoptic_only", lambda cfg: frozenset(), lambda cfg: frozenset({"panoptic_seg"}))
     yield
-    _MODEL_IO.pop("_test_panoptic_only", None)
+    MODEL_IO.remove("_test_panoptic_only")

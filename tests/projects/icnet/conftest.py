@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-import projects  # noqa: F401  (d2ext first, then ICNet's registration)
+import d2ext_projects  # noqa: F401  (d2ext first, then ICNet's registration)
 from d2ext.engine import Trainer, load_cfg
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from projects.icnet import cascade_guidance_losses, downsample_labels, masked_cross_entropy
+from d2ext_projects.icnet import cascade_guidance_losses, downsample_labels, masked_cross_entropy
 
 from .conftest import build_model
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from d2ext.config import get_cfg
 from d2ext.engine import Trainer, load_cfg
-from projects.icnet import CascadeFeatureFusion, PyramidPooling, add_icnet_config, dilate_stage
+from d2ext_projects.icnet import CascadeFeatureFusion, PyramidPooling, add_icnet_config, dilate_stage
 
 from .conftest import REPO_ROOT, build_model
 

@@ -5,7 +5,7 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog
 
-import projects  # noqa: F401  (registers MaskFormer)
+import d2ext_projects  # noqa: F401  (registers MaskFormer)
 from d2ext.data.datasets import toy
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

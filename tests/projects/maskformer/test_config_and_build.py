@@ -6,12 +6,13 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-import projects
+import d2ext_projects  # noqa: F401
+from d2ext.config import CONFIG_ADDERS
 from d2ext.config import add_d2ext_config, get_cfg
 from d2ext.engine import load_cfg
 from d2ext.model_io import model_outputs, model_targets
 from detectron2.config import get_cfg as detectron2_get_cfg
-from projects.maskformer import MaskFormer, add_maskformer_config
+from d2ext_projects.maskformer import MaskFormer, add_maskformer_config
 from tests.projects.maskformer.conftest import CONFIGS, TINY, TOY_PANOPTIC, TOY_SEMANTIC
 
 BASELINES = os.path.join(os.path.dirname(CONFIGS), "baselines", "toy")
@@ -36,7 +37,7 @@ def test_adds_keys_without_changing_existing_defaults():
         for k in added
     ), added
     assert get_cfg().MODEL.MASK_FORMER.MASK_WEIGHT == 20.0
-    assert add_maskformer_config in projects.CONFIG_ADDERS
+    assert CONFIG_ADDERS.get("maskformer") is add_maskformer_config
 
 
 def _flatten(node, prefix=""):

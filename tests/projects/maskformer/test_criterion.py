@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import projects.maskformer.criterion as criterion_module
-from projects.maskformer.criterion import SetCriterion, num_masks_across_processes
-from projects.maskformer.losses import dice_loss, sigmoid_focal_loss
-from projects.maskformer.matcher import HungarianMatcher
+import d2ext_projects.maskformer.criterion as criterion_module
+from d2ext_projects.maskformer.criterion import SetCriterion, num_masks_across_processes
+from d2ext_projects.maskformer.losses import dice_loss, sigmoid_focal_loss
+from d2ext_projects.maskformer.matcher import HungarianMatcher
 
 K = 3  # classes; index 3 = no object
 

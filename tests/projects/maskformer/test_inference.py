@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import BitMasks, Instances
 
-from projects.maskformer.inference import (
+from d2ext_projects.maskformer.inference import (
     instance_inference,
     mask_boxes,
     panoptic_inference,

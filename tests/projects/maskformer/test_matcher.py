@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils.events import EventStorage
 
-import projects.maskformer.losses as losses_module
-import projects.maskformer.matcher as matcher_module
-from projects.maskformer.matcher import HungarianMatcher, NonFiniteCostError
+import d2ext_projects.maskformer.losses as losses_module
+import d2ext_projects.maskformer.matcher as matcher_module
+from d2ext_projects.maskformer.matcher import HungarianMatcher, NonFiniteCostError
 
 
 def random_case(seed, q, t, k=4, size=(8, 8), target_scale=1):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from projects.maskformer.transformer import TransformerDecoderLayer, TransformerEncoderLayer
+from d2ext_projects.maskformer.transformer import TransformerDecoderLayer, TransformerEncoderLayer
 
 D, HEADS, FFN = 32, 4, 64
 

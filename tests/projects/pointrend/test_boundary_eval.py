@@ -6,7 +6,7 @@ import d2ext  # noqa: F401
 import numpy as np
 import pycocotools.mask as mask_util
 
-from projects.pointrend.boundary_eval import boundary_mask, evaluate_files
+from d2ext_projects.pointrend.boundary_eval import boundary_mask, evaluate_files
 
 
 def test_boundary_band_of_a_square():

@@ -14,7 +14,7 @@ from detectron2.modeling import build_model
 
 from d2ext.config import get_cfg
 from d2ext.engine import load_cfg
-from projects.pointrend import ImplicitPointRendMaskHead, PointRendMaskHead, PointRendSemSegHead
+from d2ext_projects.pointrend import ImplicitPointRendMaskHead, PointRendMaskHead, PointRendSemSegHead
 from tests.conftest import REPO_ROOT
 
 BASE = os.path.join(REPO_ROOT, "configs", "Base-RCNN-FPN.yaml")

@@ -10,8 +10,8 @@ from detectron2.structures import BitMasks, Boxes, Instances, PolygonMasks
 from detectron2.utils.events import EventStorage
 
 from d2ext.layers import point_sample
-from projects.pointrend import ImplicitPointRendMaskHead, PointRendMaskHead
-from projects.pointrend.point_features import regular_grid_coords
+from d2ext_projects.pointrend import ImplicitPointRendMaskHead, PointRendMaskHead
+from d2ext_projects.pointrend.point_features import regular_grid_coords
 
 from .conftest import IMPLICIT, INSTANCE, tiny_cfg
 
@@ -152,7 +152,7 @@ def test_polygon_ground_truth_is_converted():
 
 def test_point_loss_uses_labels_sampled_at_the_points(monkeypatch):
     """The point labels are the box's GT mask at the selected points (bilinear at the edge)."""
-    from projects.pointrend import mask_head
+    from d2ext_projects.pointrend import mask_head
 
     head = _head(INSTANCE)
     masks = torch.zeros(1, 64, 80, dtype=torch.bool)

@@ -6,7 +6,7 @@ import torch
 from detectron2.structures import BitMasks, PolygonMasks
 
 from d2ext.layers import point_sample
-from projects.pointrend.point_features import (
+from d2ext_projects.pointrend.point_features import (
     box_to_image_coords,
     point_labels,
     regular_grid_coords,

@@ -4,7 +4,7 @@ import d2ext  # noqa: F401
 import torch
 from torch.nn import functional as F
 
-from projects.pointrend.point_head import ImplicitPointHead, StandardPointHead
+from d2ext_projects.pointrend.point_head import ImplicitPointHead, StandardPointHead
 
 
 def test_standard_point_head_is_a_per_point_mlp_with_coarse_at_every_layer():

@@ -7,9 +7,9 @@ from torch.nn import functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 
-from projects.pointrend import PointRendSemSegHead
-from projects.pointrend.point_features import regular_grid_coords
-from projects.pointrend.semantic_seg import point_sample_labels, safe_cross_entropy
+from d2ext_projects.pointrend import PointRendSemSegHead
+from d2ext_projects.pointrend.point_features import regular_grid_coords
+from d2ext_projects.pointrend.semantic_seg import point_sample_labels, safe_cross_entropy
 
 from .conftest import SEMANTIC, tiny_cfg
 
