@@ -7,7 +7,7 @@
 ``--num-gpus N`` starts N processes per machine (gloo on CPU, nccl on GPU);
 ``torchrun`` works as well. Nothing here is specific to a method.
 """
-import projects  # noqa: F401  (imports d2ext first, registers every method)
+import d2ext_projects  # noqa: F401  (imports d2ext first, registers every method)
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
