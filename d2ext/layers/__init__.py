@@ -1,5 +1,6 @@
 """Building blocks used by more than one project."""
 from .batch_norm_folding import fold_batch_norms
+from .losses import masked_cross_entropy
 from .point_sampling import (
     binary_uncertainty,
     margin_uncertainty,
@@ -10,6 +11,7 @@ from .point_sampling import (
 
 __all__ = [
     "fold_batch_norms",
+    "masked_cross_entropy",
     "point_sample",
     "binary_uncertainty",
     "margin_uncertainty",

@@ -35,7 +35,7 @@ from d2ext.config import register_config
 from .backbone import ICNetBackbone, PyramidPooling, dilate_stage
 from .config import add_icnet_config
 from .head import CascadeFeatureFusion, ICNetHead
-from .loss import cascade_guidance_losses, downsample_labels, masked_cross_entropy
+from .loss import cascade_guidance_losses, downsample_labels
 
 register_config("icnet", add_icnet_config)
 
@@ -48,5 +48,4 @@ __all__ = [
     "cascade_guidance_losses",
     "dilate_stage",
     "downsample_labels",
-    "masked_cross_entropy",
 ]

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Dict, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["downsample_labels", "masked_cross_entropy", "cascade_guidance_losses"]
+from d2ext.layers import masked_cross_entropy
+
+__all__ = ["downsample_labels", "cascade_guidance_losses"]
 
 
 def _centre_indices(full: int, size: int, device: torch.device) -> torch.Tensor:
@@ -27,20 +28,6 @@ def downsample_labels(labels: torch.Tensor, size: Tuple[int, int]) -> torch.Tens
     rows = _centre_indices(labels.shape[-2], size[0], labels.device)
     cols = _centre_indices(labels.shape[-1], size[1], labels.device)
     return labels.index_select(-2, rows).index_select(-1, cols)
-
-
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int) -> torch.Tensor:
-    """Mean cross-entropy over the pixels whose label is not ``ignore_value``.
-
-    Args:
-        logits: (N, K, h, w); labels: (N, h, w) in [0, K) or ``ignore_value``.
-    Returns:
-        a scalar; 0 (still connected to ``logits`` for autograd) when every
-        pixel is ignored, where ``F.cross_entropy``'s mean would be NaN.
-    """
-    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_value, reduction="sum")
-    valid = (labels != ignore_value).sum().clamp(min=1)
-    return total / valid
 
 
 def cascade_guidance_losses(

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from d2ext.layers import (
+    masked_cross_entropy,
     margin_uncertainty,
     point_sample,
     uncertain_grid_points,
@@ -33,7 +34,7 @@ from d2ext.layers import (
 
 from .point_head import ImplicitPointHead, build_point_head
 
-__all__ = ["PointRendSemSegHead", "point_sample_labels", "safe_cross_entropy"]
+__all__ = ["PointRendSemSegHead", "point_sample_labels"]
 
 
 def point_sample_labels(labels: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -42,12 +43,6 @@ def point_sample_labels(labels: torch.Tensor, coords: torch.Tensor) -> torch.Ten
     x = (coords[..., 0] * w).long().clamp_(0, w - 1)
     y = (coords[..., 1] * h).long().clamp_(0, h - 1)
     return labels.reshape(n, h * w).gather(1, y * w + x)
-
-
-def safe_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_value: int) -> torch.Tensor:
-    """Mean cross-entropy over non-ignored entries; 0 (not NaN) when every label is ignored."""
-    total = F.cross_entropy(logits, labels, reduction="sum", ignore_index=ignore_value)
-    return total / (labels != ignore_value).sum().clamp(min=1)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -172,7 +167,7 @@ class PointRendSemSegHead(nn.Module):
         upsampled = F.interpolate(
             coarse_logits, scale_factor=self.common_stride, mode="bilinear", align_corners=False
         )
-        coarse_loss = safe_cross_entropy(upsampled, targets, self.ignore_value)
+        coarse_loss = masked_cross_entropy(upsampled, targets, self.ignore_value)
         losses = {"loss_sem_seg": coarse_loss * self.loss_weight}
         with torch.no_grad():
             coords = uncertain_points_with_randomness(
@@ -181,5 +176,5 @@ class PointRendSemSegHead(nn.Module):
             )
         point_logits = self._predict_points(features, coarse_logits, coords)
         labels = point_sample_labels(targets, coords)
-        losses["loss_sem_seg_point"] = safe_cross_entropy(point_logits, labels, self.ignore_value)
+        losses["loss_sem_seg_point"] = masked_cross_entropy(point_logits, labels, self.ignore_value)
         return losses

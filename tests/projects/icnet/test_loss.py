@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from d2ext_projects.icnet import cascade_guidance_losses, downsample_labels, masked_cross_entropy
+from d2ext_projects.icnet import cascade_guidance_losses, downsample_labels
 
 from .conftest import build_model
 
@@ -41,20 +41,6 @@ def test_downsample_labels_matches_nearest_exact_interpolation():
     for size in [(16, 24), (8, 12), (4, 6), (5, 7)]:
         ref = F.interpolate(labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
         assert torch.equal(downsample_labels(labels, size), ref)
-
-
-def test_masked_cross_entropy_by_hand():
-    labels = torch.tensor([[[1, 0], [IGNORE, 1]]])
-    loss = masked_cross_entropy(constant_logits(1, 2, 2), labels, IGNORE)
-    assert loss.item() == pytest.approx((2 * CE_1 + CE_0) / 3, rel=1e-6)
-
-
-def test_all_ignored_gives_zero_with_gradient():
-    logits = constant_logits(1, 3, 3).requires_grad_()
-    loss = masked_cross_entropy(logits, torch.full((1, 3, 3), IGNORE), IGNORE)
-    assert loss.item() == 0.0
-    loss.backward()
-    assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
 def test_cascade_losses_by_hand():

@@ -9,7 +9,7 @@ from detectron2.modeling import build_model
 
 from d2ext_projects.pointrend import PointRendSemSegHead
 from d2ext_projects.pointrend.point_features import regular_grid_coords
-from d2ext_projects.pointrend.semantic_seg import point_sample_labels, safe_cross_entropy
+from d2ext_projects.pointrend.semantic_seg import point_sample_labels
 
 from .conftest import SEMANTIC, tiny_cfg
 
@@ -35,17 +35,6 @@ def test_point_labels_at_cell_centres_equal_indexing_and_keep_ignore():
     got = point_sample_labels(labels, coords)
     assert torch.equal(got, labels[:, ys, xs])
     assert (got[0][(ys == 2) & (xs == 3)] == 255).all()
-
-
-def test_safe_cross_entropy_is_zero_when_everything_is_ignored():
-    logits = torch.randn(2, 5, 10, requires_grad=True)
-    labels = torch.full((2, 10), 255)
-    loss = safe_cross_entropy(logits, labels, 255)
-    assert loss.item() == 0
-    loss.backward()
-    labels[0, :4] = 1
-    ref = F.cross_entropy(logits, labels, ignore_index=255)
-    torch.testing.assert_close(safe_cross_entropy(logits, labels, 255), ref)
 
 
 def test_subdivision_with_every_cell_recomputed_equals_dense_point_head():
