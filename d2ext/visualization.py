@@ -123,3 +123,25 @@ def draw_predictions(
     )
     out = draw(visualizer) if draw is not None else visualizer.output
     return out.get_image()
+
+
+def draw_points(image_rgb: np.ndarray, points: np.ndarray, radius: Optional[int] = None) -> np.ndarray:
+    """Draws clicks as filled discs with a dark ring, numbered in order; returns a new image.
+
+    Args:
+        image_rgb: (H, W, 3) uint8.
+        points: (N, 2) xy in the image's pixels (continuous: a pixel's centre is at +0.5).
+        radius: disc radius in pixels; default about 1.5 % of the shorter side (at least 3).
+    """
+    import cv2  # only the demo draws clicks; keeps cv2 off the import path of the rest
+
+    out = np.ascontiguousarray(image_rgb.copy())
+    if radius is None:
+        radius = max(3, int(round(0.015 * min(out.shape[:2]))))
+    for k, (x, y) in enumerate(np.asarray(points, dtype=np.float64)):
+        centre = (int(np.floor(x)), int(np.floor(y)))
+        cv2.circle(out, centre, radius + 1, (0, 0, 0), thickness=-1, lineType=cv2.LINE_AA)
+        cv2.circle(out, centre, radius, (255, 230, 0), thickness=-1, lineType=cv2.LINE_AA)
+        cv2.putText(out, str(k + 1), (centre[0] + radius + 2, centre[1] - radius - 2),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return out

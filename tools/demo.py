@@ -2,25 +2,38 @@
 """Draw a model's predictions on images: one overlay PNG per input image.
 
     python tools/demo.py --config-file CFG --input IMG_OR_DIR_OR_GLOB [...] \\
-        --output DIR [--confidence-threshold 0.5] [--max-images N] [KEY VALUE ...]
+        --output DIR [--confidence-threshold 0.5] [--max-images N] \\
+        [--points "x,y x,y ..." | --points-json FILE] [KEY VALUE ...]
 
 Works for every d2ext model: it draws whatever the model returns, preferring
 ``panoptic_seg``, then ``sem_seg``, then ``instances`` (those scoring at least
 the threshold), with the class names of ``DATASETS.TEST[0]`` (or ``TRAIN[0]``).
-Inference follows detectron2's DefaultPredictor: the image is read in BGR,
-flipped to RGB if ``INPUT.FORMAT`` asks, resized by ``INPUT.MIN/MAX_SIZE_TEST``,
-and predictions come back at the original size. Trailing ``KEY VALUE`` pairs
-override the config (e.g. ``MODEL.WEIGHTS output/model_final.pth``).
+Inference follows detectron2's DefaultPredictor (``d2ext.engine.Predictor``):
+the image is read in BGR, flipped to RGB if ``INPUT.FORMAT`` asks, resized by
+``INPUT.MIN/MAX_SIZE_TEST``, and predictions come back at the original size.
+Trailing ``KEY VALUE`` pairs override the config (e.g. ``MODEL.WEIGHTS
+output/model_final.pth``).
+
+Clicks, for a model that accepts point prompts (``d2ext.model_io``, e.g.
+AdaptIS): ``--points "x,y x,y"`` sends the same points (original-image pixels)
+with every image; ``--points-json FILE`` sends each image its own, from a json
+object mapping an image's file name (or its path as given) to a list of
+``[x, y]``. The clicks are drawn on the overlay. A model that accepts no points
+is an error before any image is read.
+
+An input that cannot be read is skipped with a warning naming it; the demo
+goes on, and exits with status 1 at the end if it skipped any.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 import os
 import sys
 import time
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
 
@@ -28,10 +41,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
-from detectron2.engine import DefaultPredictor  # noqa: E402
 
 from d2ext.tool_logging import setup_tool_logging as setup_logging  # noqa: E402
+from d2ext.engine import Predictor  # noqa: E402
+from d2ext.engine.predictor import PromptError  # noqa: E402
 from d2ext.visualization import (  # noqa: E402
+    draw_points,
     draw_predictions,
     metadata_from_cfg,
     predictions_summary,
@@ -44,6 +59,17 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 class UsageError(ValueError):
     """A bad argument (no such input, no weights): reported without a traceback."""
+
+
+class SkippedInputsError(RuntimeError):
+    """Some inputs could not be read; the others were processed (``written``)."""
+
+    def __init__(self, skipped: Sequence[str], written: Sequence[str]):
+        self.skipped, self.written = list(skipped), list(written)
+        super().__init__(
+            f"skipped {len(self.skipped)} unreadable input(s): {', '.join(self.skipped)}; "
+            f"wrote {len(self.written)} overlay(s)"
+        )
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -65,6 +91,15 @@ def get_parser() -> argparse.ArgumentParser:
         help="lowest score of an instance to draw; also the models' test-time score thresholds",
     )
     parser.add_argument("--max-images", type=int, default=None, help="process at most N images")
+    clicks = parser.add_mutually_exclusive_group()
+    clicks.add_argument(
+        "--points", default=None, metavar='"X,Y X,Y ..."',
+        help="clicks sent with every image, in its pixels (models that take point prompts)",
+    )
+    clicks.add_argument(
+        "--points-json", default=None, metavar="FILE",
+        help='clicks per image: {"image.png": [[x, y], ...], ...} (file name or path as given)',
+    )
     parser.add_argument(
         "opts", default=[], nargs=argparse.REMAINDER,
         help="config overrides: KEY VALUE pairs, e.g. MODEL.WEIGHTS model_final.pth",
@@ -127,6 +162,57 @@ def output_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
+def parse_points(text: str, source: str = "--points") -> np.ndarray:
+    """ "x,y x,y ..." -> (N, 2) float64; a clear error names the bad pair."""
+    points = []
+    for token in text.replace(";", " ").split():
+        parts = token.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            x, y = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise UsageError(f"{source}: {token!r} is not an x,y pair (e.g. --points \"12,30 40.5,8\")")
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise UsageError(f"{source}: {token!r} is not finite")
+        points.append((x, y))
+    if not points:
+        raise UsageError(f"{source}: no points in {text!r}")
+    return np.array(points, dtype=np.float64)
+
+
+def load_points_json(path: str) -> Dict[str, np.ndarray]:
+    """{image file name or path: (N, 2)} from a json object of [[x, y], ...] lists."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise UsageError(f"--points-json {path!r}: {e.strerror}")
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--points-json {path!r}: not valid json ({e})")
+    if not isinstance(data, dict):
+        raise UsageError(f"--points-json {path!r}: expected an object {{image: [[x, y], ...]}}")
+    out = {}
+    for key, value in data.items():
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):  # ragged lists, strings
+            array = np.zeros((0,))
+        if array.ndim != 2 or array.shape[1] != 2 or not np.isfinite(array).all():
+            raise UsageError(f"--points-json {path!r}: entry {key!r} is not a list of [x, y] numbers")
+        out[key] = array
+    return out
+
+
+def points_for(path: str, per_image: Optional[Dict[str, np.ndarray]]) -> Optional[np.ndarray]:
+    """The clicks of one input path: by the path as given, else by its file name."""
+    if per_image is None:
+        return None
+    if path in per_image:
+        return per_image[path]
+    return per_image.get(os.path.basename(path))
+
+
 def threshold_opts(threshold: float) -> List[str]:
     """Test-time score thresholds of detectron2's models, as detectron2's demo sets them.
 
@@ -156,8 +242,26 @@ def setup_cfg(args):
     return cfg
 
 
+def _read_or_warn(path: str) -> Optional[np.ndarray]:
+    """The image in BGR, or None (with a warning naming it) if it cannot be read."""
+    try:
+        image = read_image(path, format="BGR")
+    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated, unidentified, bad header
+        logger.warning("skipping %s: cannot read it as an image (%s: %s)", path, type(e).__name__, e)
+        return None
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) == 0:
+        logger.warning("skipping %s: decoded to shape %s, not an (H, W, 3) image", path, image.shape)
+        return None
+    return image
+
+
 def main(args) -> List[str]:
-    """Runs the demo; returns the paths of the written overlays."""
+    """Runs the demo; returns the paths of the written overlays.
+
+    Raises:
+        UsageError: a bad argument, before any image is processed.
+        SkippedInputsError: at the end, if some inputs could not be read.
+    """
     setup_logging()
     logger.info("Arguments: %s", args)
 
@@ -166,16 +270,27 @@ def main(args) -> List[str]:
     paths = expand_inputs(args.input)
     if args.max_images is not None:
         paths = paths[: args.max_images]
+    shared_points = parse_points(args.points) if args.points is not None else None
+    per_image = load_points_json(args.points_json) if args.points_json is not None else None
     cfg = setup_cfg(args)
     metadata = metadata_from_cfg(cfg)
-    predictor = DefaultPredictor(cfg)
+    predictor = Predictor(cfg)
+    if shared_points is not None or per_image is not None:
+        try:
+            predictor.check_prompts(points=np.zeros((0, 2)))
+        except PromptError as e:
+            raise UsageError(f"--points/--points-json: {e}")
     os.makedirs(args.output, exist_ok=True)
 
-    written = []
+    written, skipped = [], []
     for i, (path, name) in enumerate(zip(paths, output_names(paths))):
-        image_bgr = read_image(path, format="BGR")
+        image_bgr = _read_or_warn(path)
+        if image_bgr is None:
+            skipped.append(path)
+            continue
+        points = shared_points if shared_points is not None else points_for(path, per_image)
         start = time.perf_counter()
-        predictions = predictor(image_bgr)
+        predictions = predictor(image_bgr, points=points)
         if cfg.MODEL.DEVICE.startswith("cuda"):
             torch.cuda.synchronize()
         infer_s = time.perf_counter() - start
@@ -183,16 +298,21 @@ def main(args) -> List[str]:
             image_bgr[:, :, ::-1], predictions, metadata,
             confidence_threshold=args.confidence_threshold,
         )
+        if points is not None:
+            overlay_rgb = draw_points(overlay_rgb, points)
         out_path = os.path.join(args.output, name)
         if not cv2.imwrite(out_path, np.ascontiguousarray(overlay_rgb[:, :, ::-1])):
             raise OSError(f"could not write {out_path}")
         written.append(out_path)
+        clicks = "" if points is None else f", {len(points)} click(s)"
         logger.info(
-            "[%d/%d] %s (%dx%d): %s in %.3f s -> %s",
-            i + 1, len(paths), path, image_bgr.shape[1], image_bgr.shape[0],
+            "[%d/%d] %s (%dx%d%s): %s in %.3f s -> %s",
+            i + 1, len(paths), path, image_bgr.shape[1], image_bgr.shape[0], clicks,
             predictions_summary(predictions, args.confidence_threshold), infer_s, out_path,
         )
     logger.info("Wrote %d overlays to %s", len(written), args.output)
+    if skipped:
+        raise SkippedInputsError(skipped, written)
     return written
 
 
@@ -202,3 +322,5 @@ if __name__ == "__main__":
         main(parser.parse_args())
     except UsageError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
+    except SkippedInputsError as e:
+        parser.exit(1, f"{parser.prog}: {e}\n")

@@ -121,3 +121,89 @@ def test_cli_runs_from_repo_root(tiny_model_dir, image_dir, tmp_path):
     assert "[2/2]" in proc.stdout + proc.stderr
     _check_overlays([str(out / "a.png"), str(out / "c.png")], out,
                     {"a.png": SIZES["a.png"], "c.png": SIZES["c.png"]})
+
+
+def test_unreadable_input_is_skipped_with_a_warning_and_reported(tiny_model_dir, image_dir, tmp_path, caplog):
+    config_file, weights = tiny_model_dir["semantic"]
+    good = (image_dir / "a.png").read_bytes()
+    (image_dir / "broken.png").write_bytes(good[: len(good) // 3])  # truncated PNG
+    (image_dir / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    with pytest.raises(demo.SkippedInputsError) as info:
+        demo.main(_args(config_file, [str(image_dir)], out, "MODEL.WEIGHTS", weights))
+    assert sorted(os.path.basename(p) for p in info.value.skipped) == ["broken.png", "empty.jpg"]
+    expected = {os.path.splitext(n)[0] + ".png": s for n, s in SIZES.items()}
+    _check_overlays(info.value.written, out, expected)  # the others were all processed
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "broken.png" in warned and "empty.jpg" in warned
+
+
+def test_cli_exits_non_zero_after_skipping(tiny_model_dir, image_dir, tmp_path):
+    config_file, weights = tiny_model_dir["semantic"]
+    (image_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cmd = [sys.executable, "tools/demo.py", "--config-file", config_file, "--input", str(image_dir),
+           "--output", str(tmp_path / "out"), "MODEL.WEIGHTS", weights]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "skipped 1 unreadable input(s)" in proc.stderr and "broken.png" in proc.stderr
+    assert len(os.listdir(tmp_path / "out")) == len(SIZES)
+
+
+def test_points_to_a_model_without_prompts_is_a_usage_error(tiny_model_dir, image_dir, tmp_path):
+    config_file, weights = tiny_model_dir["semantic"]
+    args = _args(config_file, [str(image_dir)], tmp_path / "out", "MODEL.WEIGHTS", weights,
+                 extra=["--points", "3,4"])
+    with pytest.raises(demo.UsageError, match="accepts no 'points' prompts"):
+        demo.main(args)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text", ["3", "3,4,5", "a,b", "nan,1", ""])
+def test_bad_points_are_named(text):
+    with pytest.raises(demo.UsageError, match="--points"):
+        demo.parse_points(text)
+
+
+@pytest.fixture
+def click_model(tmp_path):
+    """The tests' example method (it accepts points): a config file and its weights."""
+    import torch
+
+    import tests.example_method as example
+    from d2ext.engine import Trainer, load_cfg
+
+    config_file = tmp_path / "click.yaml"
+    config_file.write_text(
+        f"MODEL:\n  META_ARCHITECTURE: {example.META_ARCH}\n  DEVICE: cpu\n"
+        "  EXAMPLE:\n    RADIUS: 6.0\nINPUT:\n  MIN_SIZE_TEST: 32\n  FORMAT: RGB\n"
+        "DATASETS:\n  TEST: ('toy_sem_seg_val',)\n"
+    )
+    weights = tmp_path / "click.pth"
+    torch.save({"model": Trainer.build_model(load_cfg(str(config_file))).state_dict()}, weights)
+    return str(config_file), str(weights)
+
+
+def test_clicks_reach_the_model_and_are_drawn(click_model, image_dir, tmp_path):
+    config_file, weights = click_model
+    points_json = tmp_path / "clicks.json"
+    points_json.write_text('{"a.png": [[20, 30], [60.5, 10]], "b.jpg": [[5, 5]]}')
+    out = tmp_path / "out"
+    written = demo.main(_args(config_file, [str(image_dir)], out, "MODEL.WEIGHTS", weights,
+                              extra=["--points-json", str(points_json)]))
+    _check_overlays(written, out, {os.path.splitext(n)[0] + ".png": s for n, s in SIZES.items()})
+    plain = tmp_path / "plain"
+    demo.main(_args(config_file, [str(image_dir)], plain, "MODEL.WEIGHTS", weights))
+    a_clicked, a_plain = (cv2.imread(str(d / "a.png")).astype(int) for d in (out, plain))
+    c_clicked, c_plain = (cv2.imread(str(d / "c.png")).astype(int) for d in (out, plain))
+    # a.png's clicks changed the overlay around (x=20, y=30); c.png had no clicks.
+    assert np.abs(a_clicked[24:37, 14:27] - a_plain[24:37, 14:27]).mean() > 20
+    assert np.array_equal(c_clicked, c_plain)
+
+
+@pytest.mark.parametrize("content, match", [("[1, 2]", "expected an object"), ('{"a.png": [[1]]}', "'a.png'"),
+                                             ("{", "not valid json")])
+def test_bad_points_json_is_named(tmp_path, content, match):
+    path = tmp_path / "p.json"
+    path.write_text(content)
+    with pytest.raises(demo.UsageError, match=match):
+        demo.load_points_json(str(path))
