@@ -97,94 +97,50 @@ def register_all_coco(root: str) -> None:
     separated_meta = _get_builtin_metadata("coco_panoptic_separated")
     standard_meta = panoptic_metadata(COCO_CATEGORIES)
     for split in ("train", "val"):
-        image_root = os.path.join(root, "coco", f"{split}2017")
-        instances_json = os.path.join(root, "coco", "annotations", f"instances_{split}2017.json")
-        panoptic_json = os.path.join(root, "coco", "annotations", f"panoptic_{split}2017.json")
-        panoptic_root = os.path.join(root, "coco", f"panoptic_{split}2017")
-        semseg_root = os.path.join(root, "coco", f"panoptic_semseg_{split}2017")
-        stuff_root = os.path.join(root, "coco", f"panoptic_stuff_{split}2017")
+        coco = functools.partial(os.path.join, root, "coco")
+        image_root, stuff_root = coco(f"{split}2017"), coco(f"panoptic_stuff_{split}2017")
+        instances_json = coco("annotations", f"instances_{split}2017.json")
+        panoptic_json = coco("annotations", f"panoptic_{split}2017.json")
+        panoptic_root = coco(f"panoptic_{split}2017")
+        semseg_root = coco(f"panoptic_semseg_{split}2017")
+        common = {"json_file": instances_json, "image_root": image_root}
+        panoptic = {**common, "panoptic_json": panoptic_json, "panoptic_root": panoptic_root}
+        panoptic.update(ignore_label=255, evaluator_type="coco_panoptic_seg")
 
         name = f"coco_2017_{split}"
-        _register(
-            name,
-            root,
-            "coco",
-            [instances_json, image_root],
-            functools.partial(load_coco_instances, instances_json, image_root, name),
-            {
-                **instances_meta,
-                "json_file": instances_json,
-                "image_root": image_root,
-                "evaluator_type": "coco",
-            },
-        )
+        load = functools.partial(load_coco_instances, instances_json, image_root, name)
+        meta = {**instances_meta, **common, "evaluator_type": "coco"}
+        _register(name, root, "coco", [instances_json, image_root], load, meta)
+
         name = f"coco_2017_{split}_panoptic"
-        _register(
-            name,
-            root,
-            "coco",
-            [panoptic_json, panoptic_root, semseg_root, instances_json, image_root],
-            functools.partial(
-                load_coco_panoptic,
-                panoptic_json,
-                panoptic_root,
-                image_root,
-                semseg_root,
-                instances_json,
-                name,
-            ),
-            {
-                **standard_meta,
-                "json_file": instances_json,
-                "panoptic_json": panoptic_json,
-                "panoptic_root": panoptic_root,
-                "sem_seg_root": semseg_root,
-                "image_root": image_root,
-                "ignore_label": 255,
-                "label_divisor": 1000,
-                "evaluator_type": "coco_panoptic_seg",
-            },
-        )
+        paths = [panoptic_json, panoptic_root, image_root, semseg_root, instances_json]
+        load = functools.partial(load_coco_panoptic, *paths, name)
+        meta = {**standard_meta, **panoptic, "sem_seg_root": semseg_root, "label_divisor": 1000}
+        required = [panoptic_json, panoptic_root, semseg_root, instances_json, image_root]
+        _register(name, root, "coco", required, load, meta)
+
         name = f"coco_2017_{split}_panoptic_separated"
-        _register(
-            name,
-            root,
-            "coco",
-            [instances_json, image_root, stuff_root, panoptic_json, panoptic_root],
-            functools.partial(
-                load_coco_panoptic_separated, instances_json, image_root, stuff_root, name
-            ),
-            {
-                **separated_meta,
-                "json_file": instances_json,
-                "panoptic_json": panoptic_json,
-                "panoptic_root": panoptic_root,
-                "sem_seg_root": stuff_root,
-                "image_root": image_root,
-                "ignore_label": 255,
-                "evaluator_type": "coco_panoptic_seg",
-            },
+        load = functools.partial(
+            load_coco_panoptic_separated, instances_json, image_root, stuff_root, name
         )
+        meta = {**separated_meta, **panoptic, "sem_seg_root": stuff_root}
+        required = [instances_json, image_root, stuff_root, panoptic_json, panoptic_root]
+        _register(name, root, "coco", required, load, meta)
 
 
 def register_all_ade20k(root: str) -> None:
     for split, folder in (("train", "training"), ("val", "validation")):
         image_root = os.path.join(root, "ADEChallengeData2016", "images", folder)
         label_root = os.path.join(root, "ADEChallengeData2016", "annotations_detectron2", folder)
-        _register(
-            f"ade20k_sem_seg_{split}",
-            root,
-            "ade20k",
-            [image_root, label_root],
-            functools.partial(load_sem_seg, image_root, label_root, ".jpg", ".png"),
-            {
-                "stuff_classes": list(ADE20K_SEM_SEG_CATEGORIES),
-                "image_root": image_root,
-                "sem_seg_root": label_root,
-                "ignore_label": 255,
-                "evaluator_type": "sem_seg",
-            },
-        )
+        load = functools.partial(load_sem_seg, image_root, label_root, ".jpg", ".png")
+        meta = {
+            "stuff_classes": list(ADE20K_SEM_SEG_CATEGORIES),
+            "image_root": image_root,
+            "sem_seg_root": label_root,
+            "ignore_label": 255,
+            "evaluator_type": "sem_seg",
+        }
+        _register(f"ade20k_sem_seg_{split}", root, "ade20k", [image_root, label_root], load, meta)
 
 
 def register_all_builtin(root: Optional[str] = None) -> None:

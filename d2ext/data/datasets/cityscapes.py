@@ -19,9 +19,19 @@ Registered names (``register_all_cityscapes``):
 
 Registering never touches the disk; loading checks the layout and raises
 ``CityscapesLayoutError`` (a DatasetError and FileNotFoundError) naming what is missing.
+
+Why not detectron2 0.6's loaders (``detectron2.data.datasets.cityscapes`` /
+``cityscapes_panoptic``): they assert that the first image has a
+``gtFine_polygons.json`` (and read one per image for the semantic sizes), assert
+on any other file in a city folder, and check only the first image's files. The
+instance dicts lose the instanceIds value (our ``id``), drop objects one pixel
+wide or tall, use the file name as ``image_id`` and XYXY boxes, and start a
+process pool. The panoptic sem_seg path is cut at the first "." of the whole
+path, and segments get no ``isthing`` and the images no size.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import logging
@@ -273,20 +283,15 @@ def load_cityscapes_panoptic(
 
 
 # ---------------------------------------------------------------- registration
+_NAMES = [l.name for l in CITYSCAPES_TRAIN_LABELS]
+_COLORS = [l.color for l in CITYSCAPES_TRAIN_LABELS]
 
 
-def _register(name: str, spec: Dict[str, str], loader: Callable[[], List[dict]], **metadata) -> None:
+def _register(name: str, kind: str, load: Callable, paths: Dict[str, str], **metadata) -> None:
+    spec = {"kind": kind, **paths}
+    loader = functools.partial(load, *paths.values())
     # replace=True: these names are detectron2's builtin ones, registered on its import.
     register_dataset(name, spec, loader, metadata, replace=True)
-
-
-def _class_metadata() -> Dict[str, object]:
-    return {
-        "thing_classes": [l.name for l in CITYSCAPES_THING_LABELS],
-        "thing_colors": [l.color for l in CITYSCAPES_THING_LABELS],
-        "stuff_classes": [l.name for l in CITYSCAPES_TRAIN_LABELS],
-        "stuff_colors": [l.color for l in CITYSCAPES_TRAIN_LABELS],
-    }
 
 
 def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> None:
@@ -294,9 +299,13 @@ def register_cityscapes_instances(name: str, image_dir: str, gt_dir: str) -> Non
     (evaluator "cityscapes_instance"; metadata ``gt_dir`` for the evaluator)."""
     _register(
         name,
-        {"kind": "cityscapes_instances", "image_dir": image_dir, "gt_dir": gt_dir},
-        lambda: load_cityscapes_instances(image_dir, gt_dir),
-        **_class_metadata(),
+        "cityscapes_instances",
+        load_cityscapes_instances,
+        {"image_dir": image_dir, "gt_dir": gt_dir},
+        thing_classes=[l.name for l in CITYSCAPES_THING_LABELS],
+        thing_colors=[l.color for l in CITYSCAPES_THING_LABELS],
+        stuff_classes=_NAMES,
+        stuff_colors=_COLORS,
         thing_dataset_id_to_contiguous_id=dict(_THING_LABEL_ID_TO_CONTIGUOUS),
         image_root=image_dir,
         gt_dir=gt_dir,
@@ -309,10 +318,11 @@ def register_cityscapes_semantic(name: str, image_dir: str, gt_dir: str) -> None
     (19 trainId classes, ignore 255; evaluator "cityscapes_sem_seg")."""
     _register(
         name,
-        {"kind": "cityscapes_semantic", "image_dir": image_dir, "gt_dir": gt_dir},
-        lambda: load_cityscapes_semantic(image_dir, gt_dir),
-        stuff_classes=[l.name for l in CITYSCAPES_TRAIN_LABELS],
-        stuff_colors=[l.color for l in CITYSCAPES_TRAIN_LABELS],
+        "cityscapes_semantic",
+        load_cityscapes_semantic,
+        {"image_dir": image_dir, "gt_dir": gt_dir},
+        stuff_classes=_NAMES,
+        stuff_colors=_COLORS,
         stuff_dataset_id_to_contiguous_id={l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS},
         ignore_label=IGNORE_LABEL,
         image_root=image_dir,
@@ -329,23 +339,17 @@ def register_cityscapes_panoptic(
     "cityscapes_panoptic_seg": PQ on panoptic_json, Cityscapes AP / IoU on gt_dir)."""
     # As detectron2's registration: thing_* and stuff_* both list all 19 classes,
     # indexed by the contiguous id (= trainId); the id maps split things from stuff.
-    names = [l.name for l in CITYSCAPES_TRAIN_LABELS]
-    colors = [l.color for l in CITYSCAPES_TRAIN_LABELS]
-    spec = {
-        "kind": "cityscapes_panoptic",
-        "image_dir": image_dir,
-        "gt_dir": gt_dir,
-        "panoptic_root": panoptic_root,
-        "panoptic_json": panoptic_json,
-    }
+    paths = {"image_dir": image_dir, "gt_dir": gt_dir}
+    paths.update(panoptic_root=panoptic_root, panoptic_json=panoptic_json)
     _register(
         name,
-        spec,
-        lambda: load_cityscapes_panoptic(image_dir, gt_dir, panoptic_root, panoptic_json),
-        thing_classes=names,
-        thing_colors=colors,
-        stuff_classes=names,
-        stuff_colors=colors,
+        "cityscapes_panoptic",
+        load_cityscapes_panoptic,
+        paths,
+        thing_classes=_NAMES,
+        thing_colors=_COLORS,
+        stuff_classes=_NAMES,
+        stuff_colors=_COLORS,
         thing_dataset_id_to_contiguous_id={
             l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS if l.hasInstances
         },
@@ -367,16 +371,12 @@ def register_all_cityscapes(root: str) -> None:
     """Registers every Cityscapes split under ``<root>/cityscapes``, replacing
     detectron2's registrations of the same names."""
     base = os.path.join(root, "cityscapes")
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test"):  # the test split has no panoptic ground truth
         image_dir = os.path.join(base, "leftImg8bit", split)
         gt_dir = os.path.join(base, "gtFine", split)
         register_cityscapes_instances(f"cityscapes_fine_instance_seg_{split}", image_dir, gt_dir)
         register_cityscapes_semantic(f"cityscapes_fine_sem_seg_{split}", image_dir, gt_dir)
-    for split in ("train", "val"):  # the test split has no panoptic ground truth
-        register_cityscapes_panoptic(
-            f"cityscapes_fine_panoptic_{split}",
-            os.path.join(base, "leftImg8bit", split),
-            os.path.join(base, "gtFine", split),
-            os.path.join(base, "gtFine", f"cityscapes_panoptic_{split}"),
-            os.path.join(base, "gtFine", f"cityscapes_panoptic_{split}.json"),
-        )
+        if split != "test":
+            pan = os.path.join(base, "gtFine", f"cityscapes_panoptic_{split}")
+            name = f"cityscapes_fine_panoptic_{split}"
+            register_cityscapes_panoptic(name, image_dir, gt_dir, pan, pan + ".json")

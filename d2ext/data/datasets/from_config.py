@@ -42,52 +42,30 @@ def _int(value: Any) -> bool:
 
 
 _CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
-    "JSON": (_path, "a path"),
-    "IMAGE_ROOT": (_path, "a path"),
-    "PANOPTIC_JSON": (_path, "a path"),
-    "PANOPTIC_ROOT": (_path, "a path"),
-    "SEM_SEG_ROOT": (_path, "a path"),
-    "INSTANCES_JSON": (_path, "a path"),
-    "LABEL_ROOT": (_path, "a path"),
+    **{
+        k: (_path, "a path")
+        for k in ("JSON", "IMAGE_ROOT", "PANOPTIC_JSON", "PANOPTIC_ROOT", "SEM_SEG_ROOT")
+        + ("INSTANCES_JSON", "LABEL_ROOT")
+    },
     "CLASSES": (_classes, "a non-empty list of class names"),
     "IGNORE_LABEL": (_int, "an int"),
     "IMAGE_EXT": (_path, "a file extension such as '.jpg'"),
     "LABEL_EXT": (_path, "a file extension such as '.png'"),
 }
 
-# TYPE -> (required keys, optional keys, register(name, entry))
-DATASET_TYPES: Dict[
-    str, Tuple[Tuple[str, ...], Tuple[str, ...], Callable[[str, Mapping], None]]
-] = {
-    "coco_instances": (
-        ("JSON", "IMAGE_ROOT"),
-        (),
-        lambda name, e: register_coco_instances(name, e["JSON"], e["IMAGE_ROOT"]),
-    ),
+# TYPE -> (required keys: positional arguments after the name, in order; optional
+# keys: the keyword arguments of the same name in lower case; register function)
+DATASET_TYPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...], Callable[..., None]]] = {
+    "coco_instances": (("JSON", "IMAGE_ROOT"), (), register_coco_instances),
     "coco_panoptic": (
         ("PANOPTIC_JSON", "PANOPTIC_ROOT", "IMAGE_ROOT"),
         ("SEM_SEG_ROOT", "INSTANCES_JSON"),
-        lambda name, e: register_coco_panoptic(
-            name,
-            e["PANOPTIC_JSON"],
-            e["PANOPTIC_ROOT"],
-            e["IMAGE_ROOT"],
-            sem_seg_root=e.get("SEM_SEG_ROOT"),
-            instances_json=e.get("INSTANCES_JSON"),
-        ),
+        register_coco_panoptic,
     ),
     "sem_seg": (
         ("IMAGE_ROOT", "LABEL_ROOT", "CLASSES"),
         ("IGNORE_LABEL", "IMAGE_EXT", "LABEL_EXT"),
-        lambda name, e: register_sem_seg(
-            name,
-            e["IMAGE_ROOT"],
-            e["LABEL_ROOT"],
-            list(e["CLASSES"]),
-            ignore_label=e.get("IGNORE_LABEL", 255),
-            image_ext=e.get("IMAGE_EXT", ".jpg"),
-            label_ext=e.get("LABEL_EXT", ".png"),
-        ),
+        register_sem_seg,
     ),
 }
 
@@ -113,11 +91,16 @@ def _check_entry(i: int, entry: Any) -> None:
     for key in required:
         if key not in entry:
             raise DatasetError(f"{where}.{key} is missing; TYPE {kind!r} needs {list(required)}")
-    for key in required + optional:
-        if key in entry:
-            check, what = _CHECKS[key]
-            if not check(entry[key]):
-                raise DatasetError(f"{where}.{key} must be {what}, got {entry[key]!r}")
+    for key in (k for k in required + optional if k in entry):
+        check, what = _CHECKS[key]
+        if not check(entry[key]):
+            raise DatasetError(f"{where}.{key} must be {what}, got {entry[key]!r}")
+
+
+def _register(entry: Mapping[str, Any]) -> None:
+    required, optional, register = DATASET_TYPES[entry["TYPE"]]
+    args = [list(entry[k]) if k == "CLASSES" else entry[k] for k in required]
+    register(entry["NAME"], *args, **{k.lower(): entry[k] for k in optional if k in entry})
 
 
 def register_from_config(cfg) -> List[str]:
@@ -133,11 +116,9 @@ def register_from_config(cfg) -> List[str]:
         raise DatasetError(f"D2EXT.DATASETS must be a list of dicts, got {entries!r}")
     for i, entry in enumerate(entries):  # check all before registering any
         _check_entry(i, entry)
-    names = []
     for i, entry in enumerate(entries):
         try:
-            DATASET_TYPES[entry["TYPE"]][2](entry["NAME"], entry)
+            _register(entry)
         except DatasetError as e:
             raise DatasetError(f"D2EXT.DATASETS[{i}].NAME: {e}") from None
-        names.append(entry["NAME"])
-    return names
+    return [entry["NAME"] for entry in entries]

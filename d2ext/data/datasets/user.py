@@ -28,9 +28,9 @@ from .loaders import (
     load_coco_instances_json,
     load_coco_panoptic_json,
     load_sem_seg_folders,
-    read_json,
 )
 from .metadata import instances_metadata, panoptic_metadata, panoptic_separated_metadata
+from .validate import read_json
 
 __all__ = [
     "register_coco_instances",
@@ -53,8 +53,7 @@ def _sync_metadata(dataset_name: Optional[str], derived: Mapping[str, Any], sour
     meta = MetadataCatalog.get(dataset_name)
     # id maps first: a wrong map explains a wrong number of classes
     for key in sorted(derived, key=lambda k: k not in _ID_MAPS):
-        value = derived[key]
-        current = meta.get(key)
+        value, current = derived[key], meta.get(key)
         if current is None:
             meta.set(**{key: value})
         elif key in _ID_MAPS and {int(k): v for k, v in current.items()} != value:
@@ -128,10 +127,7 @@ def load_coco_panoptic(
 
 
 def load_coco_panoptic_separated(
-    instances_json: str,
-    image_root: str,
-    sem_seg_root: str,
-    dataset_name: Optional[str] = None,
+    instances_json: str, image_root: str, sem_seg_root: str, dataset_name: Optional[str] = None
 ) -> List[dict]:
     """Dataset dicts for Panoptic FPN: ``annotations`` + ``sem_seg_file_name`` (0 = things).
 
@@ -153,10 +149,17 @@ def load_sem_seg(
 
 
 # ---------------------------------------------------------------------------- registration
-def _path(p: Any, what: str) -> str:
+def _path(p: Any, what: str, optional: bool = False) -> Optional[str]:
+    if p is None and optional:
+        return None
     if not isinstance(p, (str, os.PathLike)) or not os.fspath(p):
         raise DatasetError(f"{what} must be a path, got {p!r}")
     return os.fspath(p)
+
+
+def _paths(optional: Sequence[str] = (), **paths: Any) -> Dict[str, Optional[str]]:
+    """The given paths as strings, in order; DatasetError naming a non-path."""
+    return {k: _path(p, k, optional=k in optional) for k, p in paths.items()}
 
 
 def register_coco_instances(
@@ -170,17 +173,20 @@ def register_coco_instances(
         image_root: folder the json's image ``file_name`` are relative to.
         metadata: extra metadata (e.g. ``thing_classes``, ``thing_colors``).
     """
-    json_file, image_root = _path(json_file, "json_file"), _path(image_root, "image_root")
+    paths = _paths(json_file=json_file, image_root=image_root)
     metadata = dict(metadata or {})
-    spec = {
-        "type": "coco_instances",
-        "json_file": json_file,
-        "image_root": image_root,
-        "metadata": metadata,
-    }
-    loader = functools.partial(load_coco_instances, json_file, image_root, name)
-    meta = {"json_file": json_file, "image_root": image_root, "evaluator_type": "coco", **metadata}
-    register_dataset(name, spec, loader, meta)
+    spec = {"type": "coco_instances", **paths, "metadata": metadata}
+    loader = functools.partial(load_coco_instances, *paths.values(), name)
+    register_dataset(name, spec, loader, {**paths, "evaluator_type": "coco", **metadata})
+
+
+def _panoptic_meta(paths: Mapping[str, Optional[str]]) -> Dict[str, Any]:
+    """The metadata both panoptic flavours set from their paths."""
+    meta = {k: paths[k] for k in ("panoptic_json", "panoptic_root", "image_root", "sem_seg_root")}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    if paths["instances_json"] is not None:
+        meta["json_file"] = paths["instances_json"]
+    return {**meta, "evaluator_type": "coco_panoptic_seg", "ignore_label": 255}
 
 
 def register_coco_panoptic(
@@ -206,31 +212,18 @@ def register_coco_panoptic(
         metadata: extra metadata; class names and id maps default to the json's
             categories (things first, see CONVENTIONS.md).
     """
-    paths = {
-        "panoptic_json": _path(panoptic_json, "panoptic_json"),
-        "panoptic_root": _path(panoptic_root, "panoptic_root"),
-        "image_root": _path(image_root, "image_root"),
-        "sem_seg_root": None if sem_seg_root is None else _path(sem_seg_root, "sem_seg_root"),
-        "instances_json": (
-            None if instances_json is None else _path(instances_json, "instances_json")
-        ),
-    }
+    paths = _paths(
+        ("sem_seg_root", "instances_json"),
+        panoptic_json=panoptic_json,
+        panoptic_root=panoptic_root,
+        image_root=image_root,
+        sem_seg_root=sem_seg_root,
+        instances_json=instances_json,
+    )
     metadata = dict(metadata or {})
     spec = {"type": "coco_panoptic", **paths, "metadata": metadata}
     loader = functools.partial(load_coco_panoptic, *paths.values(), name)
-    meta = {
-        "panoptic_json": paths["panoptic_json"],
-        "panoptic_root": paths["panoptic_root"],
-        "image_root": paths["image_root"],
-        "evaluator_type": "coco_panoptic_seg",
-        "ignore_label": 255,
-        "label_divisor": 1000,
-    }
-    if paths["sem_seg_root"] is not None:
-        meta["sem_seg_root"] = paths["sem_seg_root"]
-    if paths["instances_json"] is not None:
-        meta["json_file"] = paths["instances_json"]
-    meta.update(metadata)
+    meta = {**_panoptic_meta(paths), "label_divisor": 1000, **metadata}
     register_dataset(name, spec, loader, meta)
 
 
@@ -252,13 +245,13 @@ def register_coco_panoptic_separated(
     (``metadata.panoptic_separated_metadata(categories)``); without them they are
     read from ``panoptic_json``'s categories when the dataset is loaded.
     """
-    paths = {
-        "panoptic_json": _path(panoptic_json, "panoptic_json"),
-        "panoptic_root": _path(panoptic_root, "panoptic_root"),
-        "image_root": _path(image_root, "image_root"),
-        "sem_seg_root": _path(sem_seg_root, "sem_seg_root"),
-        "instances_json": _path(instances_json, "instances_json"),
-    }
+    paths = _paths(
+        panoptic_json=panoptic_json,
+        panoptic_root=panoptic_root,
+        image_root=image_root,
+        sem_seg_root=sem_seg_root,
+        instances_json=instances_json,
+    )
     metadata = dict(metadata or {})
     spec = {"type": "coco_panoptic_separated", **paths, "metadata": metadata}
 
@@ -270,17 +263,7 @@ def register_coco_panoptic_separated(
             paths["instances_json"], paths["image_root"], paths["sem_seg_root"], name
         )
 
-    meta = {
-        "panoptic_json": paths["panoptic_json"],
-        "panoptic_root": paths["panoptic_root"],
-        "image_root": paths["image_root"],
-        "sem_seg_root": paths["sem_seg_root"],
-        "json_file": paths["instances_json"],
-        "evaluator_type": "coco_panoptic_seg",
-        "ignore_label": 255,
-        **metadata,
-    }
-    register_dataset(name, spec, load, meta)
+    register_dataset(name, spec, load, {**_panoptic_meta(paths), **metadata})
 
 
 def register_sem_seg(
@@ -302,7 +285,7 @@ def register_sem_seg(
         classes: class names, in label-id order.
         ignore_label: the label of unlabeled pixels.
     """
-    image_root, label_root = _path(image_root, "image_root"), _path(label_root, "label_root")
+    paths = _paths(image_root=image_root, label_root=label_root)
     if isinstance(classes, str) or not classes or not all(isinstance(c, str) for c in classes):
         raise DatasetError(
             f"dataset {name!r}: classes must be a non-empty list of names, got {classes!r}"
@@ -314,21 +297,15 @@ def register_sem_seg(
             f"dataset {name!r}: ignore_label {ignore_label} is also the id of class "
             f"{classes[ignore_label]!r}"
         )
-    spec = {
-        "type": "sem_seg",
-        "image_root": image_root,
-        "label_root": label_root,
-        "classes": list(classes),
-        "ignore_label": ignore_label,
-        "image_ext": image_ext,
-        "label_ext": label_ext,
-    }
-    loader = functools.partial(load_sem_seg, image_root, label_root, image_ext, label_ext)
+    options = {"classes": list(classes), "ignore_label": ignore_label}
+    exts = {"image_ext": image_ext, "label_ext": label_ext}
+    spec = {"type": "sem_seg", **paths, **options, **exts}
+    loader = functools.partial(load_sem_seg, *paths.values(), *exts.values())
     meta = {
         "stuff_classes": list(classes),
         "ignore_label": ignore_label,
         "evaluator_type": "sem_seg",
-        "image_root": image_root,
-        "sem_seg_root": label_root,
+        "image_root": paths["image_root"],
+        "sem_seg_root": paths["label_root"],
     }
     register_dataset(name, spec, loader, meta)
