@@ -180,7 +180,13 @@ def test_registering_touches_no_disk(tmp_path):
     root = tmp_path / "absent"
     names = toy.register_toy_datasets(str(root))
     assert not root.exists()
-    assert len(names) == 8
+    labelled = [
+        f"{profile}_{kind}_{split}"
+        for profile in ("toy", "toy_rods")
+        for split in ("train", "val")
+        for kind in ("instances", "panoptic", "panoptic_separated", "sem_seg")
+    ]
+    assert names == labelled + ["toy_unlabeled_train"]
     assert toy.register_toy_datasets(str(root)) == names  # idempotent
     assert registered_spec("toy_sem_seg_val")["root"] == str(root)
     expected = {
@@ -188,6 +194,11 @@ def test_registering_touches_no_disk(tmp_path):
         "toy_panoptic_val": "coco_panoptic_seg",
         "toy_panoptic_separated_train": "coco_panoptic_seg",
         "toy_sem_seg_val": "sem_seg",
+        "toy_rods_instances_train": "coco",
+        "toy_rods_panoptic_val": "coco_panoptic_seg",
+        "toy_rods_panoptic_separated_val": "coco_panoptic_seg",
+        "toy_rods_sem_seg_train": "sem_seg",
+        "toy_unlabeled_train": None,
     }
     for name, evaluator_type in expected.items():
         assert MetadataCatalog.get(name).evaluator_type == evaluator_type
