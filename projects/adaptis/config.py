@@ -104,6 +104,11 @@ def add_adaptis_config(cfg: CN) -> None:
     # A local maximum is the largest value in its LOCAL_MAX_KERNEL window.
     a.TEST.LOCAL_MAX_KERNEL = 3
     a.TEST.MAX_ITERS = 100  # candidates examined, at most
+    # "proposals": the proposal map's local maxima (stage 2); "random": MAX_ITERS
+    # random pixels where the largest thing probability >= THING_PROB_THRESH, in a
+    # random order seeded by RANDOM_SEED (a stage-1 model, whose proposal head is untrained).
+    a.TEST.CANDIDATES = "proposals"
+    a.TEST.RANDOM_SEED = 0
     a.TEST.MIN_AREA = 10  # reject masks smaller than this (input pixels)
     # Candidates whose masks are predicted in one forward of the instance head;
     # 1 is the reference's one-at-a-time loop (the same result, more forwards).

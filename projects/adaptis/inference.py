@@ -49,9 +49,32 @@ class ImageContext:
         return torch.sigmoid(logits[:, 0, :h, :w])
 
     def candidates(
-        self, *, power: float, thing_thresh: float, blur: int, thresh: float, kernel: int, limit: int
+        self,
+        *,
+        power: float,
+        thing_thresh: float,
+        blur: int,
+        thresh: float,
+        kernel: int,
+        limit: int,
+        mode: str = "proposals",
+        seed: int = 0,
     ) -> torch.Tensor:
-        """(n, 2) local maxima of the proposal map, best first, at most ``limit``."""
+        """(n, 2) candidates, at most ``limit``: the proposal map's local maxima, best
+        first (``mode="proposals"``), or (``"random"``, for a model without a trained
+        proposal head) random pixels where the largest thing probability is at least
+        ``thing_thresh``, in random order, the same for the same ``seed`` and image."""
+        if mode == "random":
+            h, w = self.image_hw
+            where = (self.sem_prob_image[self.thing_ids].max(dim=0).values >= thing_thresh).flatten()
+            if self.thing_ids.numel() == 0:
+                where = torch.zeros_like(where)
+            flat = where.nonzero()[:, 0]
+            g = torch.Generator().manual_seed(seed)
+            flat = flat[torch.randperm(flat.numel(), generator=g)[: max(limit, 0)].to(flat.device)]
+            return torch.stack([flat % w, flat // w], dim=1).float() + 0.5
+        if mode != "proposals":
+            raise ValueError(f"MODEL.ADAPTIS.TEST.CANDIDATES={mode!r}: expected 'proposals' or 'random'")
         pmap = proposal_map(
             self.proposal_logits, self.sem_prob_image[self.thing_ids], power=power, thing_thresh=thing_thresh, blur=blur
         )

@@ -373,6 +373,7 @@ class AdaptIS(nn.Module):
                 candidates = ctx.candidates(
                     power=t["proposal_power"], thing_thresh=t["thing_prob_thresh"], blur=t["proposal_blur"],
                     thresh=t["proposal_thresh"], kernel=t["local_max_kernel"], limit=t["max_iters"],
+                    mode=t["candidates"], seed=t["random_seed"],
                 )
             else:
                 candidates = torch.as_tensor(candidates, dtype=torch.float32, device=self.device)[: t["max_iters"]]

@@ -201,3 +201,21 @@ def test_click_through_predictor_transforms_points(tmp_path):
     # and not what the unscaled points give
     wrong = predictor.model.predict_from_points(image, torch.tensor(points, dtype=torch.float32), 128, 160)
     assert not torch.allclose(wrong.mask_probs, direct.mask_probs, atol=1e-4)
+
+
+def test_random_candidates_are_seeded_and_on_things():
+    model = build(opts=["MODEL.ADAPTIS.TEST.CANDIDATES", "random"]).eval()
+    image = torch.rand(3, 64, 80) * 255
+    inputs = [{"image": image}]
+    with torch.no_grad():
+        ctx = model.image_contexts(inputs, model.preprocess(inputs))[0]
+        thing = ctx.sem_prob_image[model.thing_ids].max(dim=0).values
+        thresh = float(thing.median())
+        kw = dict(power=2.0, thing_thresh=thresh, blur=2, thresh=0.1, kernel=3, limit=30, mode="random")
+        a, b, c = ctx.candidates(seed=0, **kw), ctx.candidates(seed=0, **kw), ctx.candidates(seed=1, **kw)
+    assert a.shape == (30, 2) and torch.equal(a, b) and not torch.equal(a, c)
+    px = (a - 0.5).long()
+    assert (thing[px[:, 1], px[:, 0]] >= thresh).all()
+    with torch.no_grad():
+        (out,) = model(inputs)  # inference with random candidates end to end
+    assert "panoptic_seg" in out
