@@ -60,3 +60,18 @@ def tiny_toy(monkeypatch, isolated_catalogs, tiny_toy_root) -> str:
     monkeypatch.setattr(toy, "TOY_NUM_VAL", TINY_TOY_VAL)
     toy.register_toy_datasets(tiny_toy_root)
     return tiny_toy_root
+
+
+@pytest.fixture
+def example_method():
+    """The tests' example method (tests/example_method.py), its config keys registered for
+    this test only: left registered, they would be in every later get_cfg() of the session,
+    and a config another test dumps for a fresh interpreter (which never imports the
+    example) would carry keys that interpreter does not know."""
+    import tests.example_method as example
+    from d2ext.config import CONFIG_ADDERS, register_config
+
+    if "example_method" not in CONFIG_ADDERS:  # the first import registered them
+        register_config("example_method", example.add_example_config)
+    yield example
+    CONFIG_ADDERS.remove("example_method")

@@ -25,6 +25,9 @@ from d2ext.registry import DuplicateRegistrationError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+pytestmark = pytest.mark.usefixtures("example_method")  # its config keys (tests/conftest.py)
+
+
 def _cfg(output_dir, *opts):
     cfg = get_cfg()
     cfg.merge_from_list([

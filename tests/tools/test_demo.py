@@ -165,11 +165,11 @@ def test_bad_points_are_named(text):
 
 
 @pytest.fixture
-def click_model(tmp_path):
+def click_model(tmp_path, example_method):
     """The tests' example method (it accepts points): a config file and its weights."""
     import torch
 
-    import tests.example_method as example
+    example = example_method
     from d2ext.engine import Trainer, load_cfg
 
     config_file = tmp_path / "click.yaml"
