@@ -44,6 +44,12 @@ def add_d2ext_config(cfg: CN) -> None:
     cfg.D2EXT.TARGETS = []
     # Number of images of toy_unlabeled_train (self-supervised pretraining).
     cfg.D2EXT.TOY_UNLABELED_NUM_IMAGES = 5000
+    # Exact resume: the training data stream (sample order, augmentations) and
+    # each step's randomness are keyed by position / iteration and saved in the
+    # checkpoint, so a resumed run trains as an uninterrupted one
+    # (d2ext.data.resumable_loader). False: detectron2's loader and seeding,
+    # whose data order restarts on resume.
+    cfg.D2EXT.RESUMABLE_DATA = True
 
     # Common mapper augmentations beyond detectron2's resize / flip / crop.
     cfg.INPUT.COLOR_AUG_SSD = False
