@@ -7,13 +7,14 @@ import torch
 from detectron2.engine import default_setup
 
 from d2ext.config import get_cfg
-from d2ext.data.datasets import register_from_config
+from d2ext.data.datasets import register_from_config, registered_spec, toy
 
 logger = logging.getLogger(__name__)
 
 
 def load_cfg(config_file: str, opts=()):
-    """get_cfg() + the yaml + ``KEY VALUE`` overrides; registers D2EXT.DATASETS. Not frozen."""
+    """get_cfg() + the yaml + ``KEY VALUE`` overrides; registers D2EXT.DATASETS and
+    D2EXT.TOY_UNLABELED_NUM_IMAGES's count of toy_unlabeled_train. Not frozen."""
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
@@ -22,7 +23,17 @@ def load_cfg(config_file: str, opts=()):
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
     register_from_config(cfg)
+    _register_unlabeled_count(cfg.D2EXT.TOY_UNLABELED_NUM_IMAGES)
     return cfg
+
+
+def _register_unlabeled_count(num_images: int) -> None:
+    """toy_unlabeled_train with ``num_images`` images, on the root it is registered on now."""
+    spec = registered_spec(toy.TOY_UNLABELED_NAME)
+    if spec is None:  # unregistered by the user: nothing to resize
+        return
+    if int(num_images) != (spec["num_images"] or toy.TOY_UNLABELED_NUM_IMAGES):
+        toy.register_toy_unlabeled(spec["root"], num_images)
 
 
 def setup_cfg(args):

@@ -81,3 +81,15 @@ def test_command_line_entry(tmp_path, capsys):
     assert toy.main(args) == 0
     out = capsys.readouterr().out
     assert "toy_unlabeled dataset" in out and "images/train/" in out and "2 files" in out
+
+
+def test_the_config_sets_the_count_on_the_registered_root(tmp_path, isolated_catalogs):
+    from d2ext.engine import load_cfg
+
+    toy.register_toy_unlabeled(str(tmp_path))
+    load_cfg("", ["D2EXT.TOY_UNLABELED_NUM_IMAGES", "3"])
+    assert registered_spec(toy.TOY_UNLABELED_NAME) == dict(
+        registered_spec(toy.TOY_UNLABELED_NAME), root=str(tmp_path), num_images=3
+    )
+    load_cfg("", [])  # the default count again
+    assert registered_spec(toy.TOY_UNLABELED_NAME)["num_images"] == 5000
