@@ -6,7 +6,9 @@ For one dataset dict (``d2ext/data/CONVENTIONS.md``) at training time:
 2. read the label maps the requested targets need (``d2ext.data.targets``), and
    the semantic map the category-area crop needs when the dict has one: the
    semantic PNG, or the panoptic PNG (checked against ``segments_info``), from
-   which a missing semantic map is derived;
+   which a missing semantic map is derived. Semantic values must be class ids
+   of the training datasets (``len(stuff_classes)``) or the ignore label; a file
+   that cannot be decoded or holds other values raises a DatasetError naming it;
 3. run every augmentation once on one ``AugInput`` carrying the image, the
    semantic map and the panoptic map, so that all share one geometry;
 4. pad image / semantic / panoptic maps to ``size_divisibility`` (0 / ignore / 0);
@@ -35,13 +37,19 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
 from d2ext.data.augmentations import build_augmentations
-from d2ext.data.datasets.checks import DatasetError, check_label_size, check_panoptic_png
+from d2ext.data.datasets.checks import (
+    DatasetError,
+    check_label_size,
+    check_label_values,
+    check_panoptic_png,
+)
 from d2ext.data.targets import (
     TARGET_BUILDERS,
     MapperSettings,
@@ -53,7 +61,13 @@ from d2ext.data.targets import (
 )
 from d2ext.model_io import PROMPTS, model_prompts, model_targets
 
-__all__ = ["CommonDatasetMapper", "LabelMapsAugInput", "transform_label_map", "transform_points"]
+__all__ = [
+    "CommonDatasetMapper",
+    "LabelMapsAugInput",
+    "read_image_named",
+    "transform_label_map",
+    "transform_points",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +144,37 @@ def _pad(array: np.ndarray, size: Sequence[int], value: int) -> np.ndarray:
     return np.pad(array, pad, mode="constant", constant_values=value)
 
 
+# What PIL raises on a file it cannot decode: OSError (truncated, unidentified,
+# missing), SyntaxError (some plugins' "broken PNG file"), and the decompression
+# bomb guard.
+_UNREADABLE = (OSError, SyntaxError, Image.DecompressionBombError)
+
+
+def read_image_named(path: str, dataset_dict: dict, what: str, **kwargs) -> np.ndarray:
+    """``utils.read_image(path, **kwargs)``; a file that cannot be decoded raises a
+    DatasetError naming it (and the image it labels), the decoder's error as cause."""
+    try:
+        return utils.read_image(path, **kwargs)
+    except _UNREADABLE as e:
+        image = dataset_dict.get("file_name")
+        of_image = f" (labels of image {image})" if image and image != path else ""
+        raise DatasetError(
+            f"{path}: cannot read this {what}{of_image}: {type(e).__name__}: {e}"
+        ) from e
+
+
+def _semantic_classes(dataset_names: Sequence[str]) -> Optional[int]:
+    """len(stuff_classes) of the training datasets (the largest if they differ:
+    the model's class count is checked against each elsewhere, so no false
+    alarm here); None if none is registered with stuff_classes."""
+    counts = [
+        len(MetadataCatalog.get(n).stuff_classes)
+        for n in dataset_names
+        if n in MetadataCatalog.list() and MetadataCatalog.get(n).get("stuff_classes") is not None
+    ]
+    return max(counts) if counts else None
+
+
 class CommonDatasetMapper:
     """Maps a dataset dict to the model's input (see the module docstring)."""
 
@@ -143,6 +188,7 @@ class CommonDatasetMapper:
         targets: Sequence[Union[str, TargetBuilder]] = (),
         prompts: Sequence[str] = (),
         ignore_label: int = 255,
+        num_classes: Optional[int] = None,
         instance_mask_format: str = "polygon",
         recompute_boxes: bool = False,
         size_divisibility: int = -1,
@@ -160,6 +206,10 @@ class CommonDatasetMapper:
                 from the dataset dict to the model at test time, transformed
                 with the image; the dict may omit them.
             ignore_label: semantic label of unlabeled and padded pixels.
+            num_classes: number of semantic classes; every semantic label read
+                (or derived from a panoptic annotation) must be in
+                [0, num_classes) or ``ignore_label``, else a DatasetError names
+                the file. None: values are not checked.
             instance_mask_format: "polygon" or "bitmask" for the "instances" target.
             recompute_boxes: instance boxes = tight boxes of the augmented masks.
             size_divisibility: pad training images and targets to a multiple of
@@ -179,6 +229,7 @@ class CommonDatasetMapper:
         if unknown:
             raise ValueError(f"unknown prompts {sorted(unknown)}; known: {sorted(PROMPTS)}")
         self.prompts = tuple(prompts)
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.settings = MapperSettings(
             is_train=is_train,
             image_format=image_format,
@@ -215,6 +266,7 @@ class CommonDatasetMapper:
             else (),
             "prompts": () if is_train else sorted(model_prompts(cfg)),
             "ignore_label": ignore_label,
+            "num_classes": _semantic_classes(cfg.DATASETS.TRAIN),
             "instance_mask_format": cfg.INPUT.MASK_FORMAT,
             # As detectron2: a crop cuts objects, so their boxes no longer fit.
             "recompute_boxes": bool(is_train and cfg.INPUT.CROP.ENABLED and cfg.MODEL.MASK_ON),
@@ -224,13 +276,19 @@ class CommonDatasetMapper:
     # -- reading ------------------------------------------------------------
     def _read_semantic(self, dataset_dict: dict, image_hw) -> np.ndarray:
         path = dataset_dict["sem_seg_file_name"]
-        labels = utils.read_image(path)  # mode kept: "L"/"P" 8 bit, "I;16"/"I" wider
+        # mode kept: "L"/"P" 8 bit, "I;16"/"I" wider
+        labels = read_image_named(path, dataset_dict, "semantic label map")
         if labels.ndim == 3:
             raise DatasetError(
                 f"semantic label map {path!r} (for {dataset_dict.get('file_name')!r}) has "
                 f"{labels.shape[2]} channels; expected a single-channel PNG of class ids"
             )
         check_label_size(labels, image_hw, path, dataset_dict.get("file_name"))
+        if self.num_classes is not None:
+            # Before the narrowing below, which would wrap values > 255 silently.
+            check_label_values(
+                labels, self.num_classes, self.settings.ignore_label, path, dataset_dict.get("file_name")
+            )
         if labels.dtype != np.uint8:
             fits = labels.size == 0 or (labels.min() >= 0 and labels.max() <= 255)
             narrow = fits and self.settings.ignore_label <= 255
@@ -240,16 +298,34 @@ class CommonDatasetMapper:
     def _read_panoptic(self, dataset_dict: dict, image_hw):
         """-> (H, W, 3) uint8 RGB encoding and (H, W) int64 segment ids."""
         path = dataset_dict["pan_seg_file_name"]
-        rgb = utils.read_image(path, format="RGB")
+        rgb = read_image_named(path, dataset_dict, "panoptic PNG", format="RGB")
         ids = _from_bytes(rgb)  # id = R + 256 G + 256^2 B
         check_label_size(ids, image_hw, path, dataset_dict.get("file_name"))
         check_panoptic_png(ids, dataset_dict["segments_info"], path)
         return rgb, ids
 
+    def _check_segment_classes(self, dataset_dict: dict) -> None:
+        """The semantic map derived from a panoptic annotation holds its segments'
+        category ids: those must be class ids (one check per segment, not per pixel)."""
+        if self.num_classes is None:
+            return
+        bad = sorted(
+            {int(s["category_id"]) for s in dataset_dict["segments_info"]}
+            - set(range(self.num_classes))
+        )
+        if bad:
+            raise DatasetError(
+                f"{dataset_dict['pan_seg_file_name']}: segments_info category ids {bad} are not "
+                f"class ids in [0, {self.num_classes}) (labels of image {dataset_dict.get('file_name')}); "
+                "the semantic labels derived from them would be out of range"
+            )
+
     # -- mapping ------------------------------------------------------------
     def __call__(self, dataset_dict: dict) -> dict:
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = utils.read_image(dataset_dict["file_name"], format=self.settings.image_format)
+        image = read_image_named(
+            dataset_dict["file_name"], dataset_dict, "image", format=self.settings.image_format
+        )
         utils.check_image_size(dataset_dict, image)
         original_image = image
         image_hw = image.shape[:2]
@@ -281,6 +357,7 @@ class CommonDatasetMapper:
             if "sem_seg_file_name" in dataset_dict:
                 sem_seg = self._read_semantic(dataset_dict, image_hw)
             else:
+                self._check_segment_classes(dataset_dict)
                 sem_seg = semantic_from_panoptic(
                     pan_ids, dataset_dict["segments_info"], self.settings.ignore_label
                 )

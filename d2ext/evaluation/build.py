@@ -20,11 +20,11 @@ from detectron2.evaluation import (
     COCOPanopticEvaluator,
     DatasetEvaluator,
     DatasetEvaluators,
-    SemSegEvaluator,
 )
 
 from ..model_io import model_outputs
 from ..registry import NamedRegistry
+from .checked_sem_seg import CheckedSemSegEvaluator
 from .cityscapes_instance import CityscapesInstanceEvaluator
 from .cityscapes_semantic import CityscapesSemSegEvaluator
 
@@ -108,11 +108,12 @@ def _coco(name: str, meta, output_dir: Optional[str]) -> COCOEvaluator:
     return COCOEvaluator(name, output_dir=output_dir, use_fast_impl=False)
 
 
-class _SemSegEvaluator(SemSegEvaluator):
+class _SemSegEvaluator(CheckedSemSegEvaluator):
     """detectron2's SemSegEvaluator, also for panoptic datasets whose contiguous ids
     span things and stuff (``stuff_classes`` lists all classes): there the
     prediction dump needs the thing ids too, which ``stuff_dataset_id_to_contiguous_id``
-    lacks. Metrics are detectron2's, unchanged."""
+    lacks. Metrics are detectron2's, unchanged; ground truth holding values
+    outside the classes and the ignore label is an error (``CheckedSemSegEvaluator``)."""
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
         super().__init__(dataset_name, distributed=True, output_dir=output_dir)
