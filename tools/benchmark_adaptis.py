@@ -28,10 +28,7 @@ with the command, the environment and every timing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import shlex
 import sys
 from typing import Any, Dict, List
 
@@ -39,7 +36,7 @@ import d2ext_projects  # noqa: F401  (d2ext first, then every method's registrat
 
 import torch  # noqa: E402
 
-from d2ext.benchmark import environment, measure_interleaved  # noqa: E402
+from d2ext.benchmark import measure_interleaved, tool_report  # noqa: E402
 from d2ext.engine import Trainer, load_cfg  # noqa: E402
 from d2ext_projects.adaptis.assembly import greedy_assembly  # noqa: E402
 
@@ -157,19 +154,7 @@ def main(argv=None) -> Dict[str, Any]:
     result = run(args)
     lines = markdown(args, result)
     print("\n".join(lines))
-    if args.output:
-        payload = {
-            "command": " ".join(
-                ["python", "tools/benchmark_adaptis.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]
-            ),
-            "args": vars(args),
-            "environment": environment(args.device),
-            "results": result,
-            "markdown": lines,
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(payload, f, indent=2)
+    tool_report("tools/benchmark_adaptis.py", sys.argv[1:] if argv is None else argv, args, result, lines)
     return result
 
 

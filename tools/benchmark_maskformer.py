@@ -20,9 +20,6 @@ with the command, the environment and every timing.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
 import sys
 from typing import Any, Dict, List
 
@@ -32,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
-from d2ext.benchmark import environment, measure_interleaved  # noqa: E402
+from d2ext.benchmark import measure_interleaved, tool_report  # noqa: E402
 from d2ext_projects.maskformer.matcher import HungarianMatcher  # noqa: E402
 
 
@@ -132,19 +129,7 @@ def main(argv=None) -> Dict[str, Any]:
     stats = run(args)
     lines = markdown(args, stats)
     print("\n".join(lines))
-    if args.output:
-        payload = {
-            "command": " ".join(
-                ["python", "tools/benchmark_maskformer.py"] + [shlex.quote(a) for a in (argv or sys.argv[1:])]
-            ),
-            "args": vars(args),
-            "environment": environment(args.device),
-            "results": stats,
-            "markdown": lines,
-        }
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(payload, f, indent=2)
+    tool_report("tools/benchmark_maskformer.py", sys.argv[1:] if argv is None else argv, args, stats, lines)
     return stats
 
 

@@ -27,6 +27,7 @@ from .device import peak_memory_mb, reset_peak_memory, synchronize
 from .environment import environment
 from .flops import count_flops, count_parameters
 from .inputs import synthetic_inputs
+from .report import tool_report, write_json
 from .timing import measure, measure_interleaved, summarize_times
 
 __all__ = [
@@ -40,4 +41,6 @@ __all__ = [
     "synchronize",
     "environment",
     "synthetic_inputs",
+    "tool_report",
+    "write_json",
 ]
