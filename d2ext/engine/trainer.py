@@ -33,6 +33,7 @@ from d2ext import postprocessing
 from d2ext.data.mapper import CommonDatasetMapper
 from d2ext.data.resumable_loader import ResumableTrainLoader
 from d2ext.engine.checkpoint import AtomicCheckpointer
+from d2ext.engine.consistency import check_config_against_datasets
 from d2ext.engine.hooks import build_project_hooks, insert_after_lr_scheduler
 from d2ext.engine.solver import build_lr_scheduler, build_optimizer
 from d2ext.evaluation import build_evaluator
@@ -85,6 +86,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
+        check_config_against_datasets(cfg)  # class counts, ignore labels: fail before building
         postprocessing.install()
         return super().build_model(cfg)
 

@@ -21,6 +21,7 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList, Instances
+from d2ext.engine import Expectation, expect_count
 from torch import nn
 
 from .assembly import AssemblyResult, greedy_assembly
@@ -31,7 +32,7 @@ from .losses import normalized_sigmoid_focal_loss, normalized_softmax_focal_loss
 from .proposal_targets import adaptive_threshold_step, proposal_labels
 from .sampling import sample_training_points
 
-__all__ = ["AdaptIS", "dataset_classes"]
+__all__ = ["AdaptIS", "class_count_expectations", "dataset_classes"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,19 @@ def dataset_classes(cfg) -> Optional[dict]:
             "name": name,
         }
     return None
+
+
+def class_count_expectations(cfg, meta) -> List[Expectation]:
+    """MODEL.ADAPTIS.NUM_CLASSES vs every class of a panoptic dataset, for d2ext's
+    consistency check. No ignore key to compare: the model takes the metadata's."""
+    field = "stuff_classes" if meta.get("stuff_classes") is not None else "thing_classes"
+    return expect_count(
+        "MODEL.ADAPTIS.NUM_CLASSES",
+        cfg.MODEL.ADAPTIS.NUM_CLASSES,
+        meta,
+        field,
+        "AdaptIS's semantic head predicts every class, things and stuff (a non-separated panoptic dataset)",
+    )
 
 
 @META_ARCH_REGISTRY.register()

@@ -7,13 +7,15 @@ Importing this package registers:
 - the config keys (``add_maskformer_config``, with ``d2ext.config.register_config``);
 - the model's targets and outputs in ``d2ext.model_io``: targets from
   ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``;
-- the ``maskformer_semantic_segments`` target builder of the common mapper.
+- the ``maskformer_semantic_segments`` target builder of the common mapper;
+- its class count (``MODEL.SEM_SEG_HEAD.NUM_CLASSES``) in d2ext's consistency check.
 """
 from __future__ import annotations
 
 from typing import FrozenSet
 
 from d2ext.config import register_config
+from d2ext.engine import register_consistency_check
 from d2ext.model_io import register_model_io
 
 from . import targets  # noqa: F401  (registers the target builder)
@@ -21,7 +23,7 @@ from .config import DATASET_MAPPER_TARGETS, add_maskformer_config
 from .criterion import SetCriterion
 from .head import MaskFormerHead
 from .matcher import HungarianMatcher, NonFiniteCostError
-from .meta_arch import MaskFormer
+from .meta_arch import MaskFormer, class_count_expectations
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, BasePixelDecoder, TransformerEncoderPixelDecoder
 
 __all__ = [
@@ -54,3 +56,4 @@ def _outputs(cfg) -> FrozenSet[str]:
 
 register_config("maskformer", add_maskformer_config)
 register_model_io("MaskFormer", targets=_targets, outputs=_outputs)
+register_consistency_check("MODEL.META_ARCHITECTURE", "MaskFormer", class_count_expectations)

@@ -19,6 +19,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
 from d2ext.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
+from d2ext.engine import Expectation, expect_count
 from torch import nn
 
 from .config import DATASET_MAPPER_TARGETS
@@ -27,7 +28,7 @@ from .inference import instance_inference, panoptic_inference, semantic_inferenc
 from .matcher import HungarianMatcher
 from .tta import semantic_tta
 
-__all__ = ["MaskFormer", "check_num_classes", "dataset_num_classes"]
+__all__ = ["MaskFormer", "check_num_classes", "class_count_expectations", "dataset_num_classes"]
 
 
 def dataset_num_classes(dataset_name: str) -> Optional[Tuple[int, str]]:
@@ -60,6 +61,20 @@ def check_num_classes(cfg) -> None:
                     f"NUM_CLASSES + 1 logits (the last is 'no object'): set "
                     f"MODEL.SEM_SEG_HEAD.NUM_CLASSES={n}, or use another dataset."
                 )
+
+
+def class_count_expectations(cfg, meta) -> List[Expectation]:
+    """SEM_SEG_HEAD.NUM_CLASSES vs the dataset's classes, for d2ext's consistency check
+    (before the model is built). The head's IGNORE_VALUE is not compared: MaskFormer
+    takes the ignore label from the metadata (the mapper drops it from the segments)."""
+    field = "stuff_classes" if meta.get("stuff_classes") is not None else "thing_classes"
+    return expect_count(
+        "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
+        cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+        meta,
+        field,
+        "MaskFormer's NUM_CLASSES excludes the 'no object' class (it predicts NUM_CLASSES + 1 logits)",
+    )
 
 
 def _thing_ids(cfg) -> Optional[List[int]]:

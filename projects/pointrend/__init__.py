@@ -12,7 +12,8 @@ PointRend names and config keys so that its published configs build unchanged:
 - ``PointRendSemSegHead`` in ``SEM_SEG_HEADS_REGISTRY`` (``MODEL.SEM_SEG_HEAD.NAME``);
 - ``StandardPointHead``, ``ImplicitPointHead`` in ``POINT_HEAD_REGISTRY``
   (``MODEL.POINT_HEAD.NAME``);
-- ``add_pointrend_config`` with ``d2ext.config.register_config``.
+- ``add_pointrend_config`` with ``d2ext.config.register_config``;
+- ``MODEL.POINT_HEAD.NUM_CLASSES`` in d2ext's consistency check (``consistency``).
 
 They plug into detectron2's GeneralizedRCNN and SemanticSegmentor, whose
 inputs and outputs ``d2ext.model_io`` already declares.
@@ -30,6 +31,7 @@ from .mask_head import ImplicitPointRendMaskHead, PointRendMaskHead
 from .point_head import POINT_HEAD_REGISTRY, ImplicitPointHead, StandardPointHead, build_point_head
 from .roi_heads import PointRendROIHeads
 from .semantic_seg import PointRendSemSegHead
+from . import consistency  # noqa: F401  (registers the point head's class check)
 
 from d2ext.config import register_config  # noqa: E402
 

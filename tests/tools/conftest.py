@@ -46,11 +46,15 @@ _MODELS = {
 
 
 def write_tiny_config(directory, kind: str) -> str:
-    """A self-contained yaml of a tiny ``kind`` ("instance" or "semantic") model."""
+    """A self-contained yaml of a tiny ``kind`` ("instance" or "semantic") model.
+
+    No datasets: the zoo's (COCO) have other class counts than these tiny
+    models, which d2ext refuses when it builds a model (d2ext.engine.consistency).
+    """
     zoo_file, extra = _MODELS[kind]
     cfg = get_cfg()
     cfg.merge_from_file(model_zoo.get_config_file(zoo_file))
-    cfg.merge_from_list(_TINY + extra)
+    cfg.merge_from_list(_TINY + extra + ["DATASETS.TRAIN", "()", "DATASETS.TEST", "()"])
     path = os.path.join(str(directory), f"tiny_{kind}.yaml")
     with open(path, "w") as f:
         f.write(cfg.dump())
