@@ -184,3 +184,13 @@ def test_evaluation_truncated_ground_truth_is_named(bad_gt_dataset):
         _evaluate_once(evaluator, d)
     assert d["sem_seg_file_name"] in str(info.value) and "ground-truth" in str(info.value)
     assert isinstance(info.value.__cause__, OSError)
+
+
+def test_truncated_panoptic_png_is_named_with_its_image(tiny_toy, tmp_path):
+    d = copy.deepcopy(DatasetCatalog.get("toy_panoptic_train")[0])
+    d.pop("sem_seg_file_name", None)
+    d["pan_seg_file_name"] = _truncated_copy(d["pan_seg_file_name"], tmp_path / "truncated_pan.png")
+    with pytest.raises(DatasetError) as info:
+        _mapper()(d)
+    msg = str(info.value)
+    assert d["pan_seg_file_name"] in msg and d["file_name"] in msg and "panoptic PNG" in msg
