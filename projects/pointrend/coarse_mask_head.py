@@ -21,8 +21,76 @@ from torch.nn import functional as F
 __all__ = ["ConvFCHead", "CoarseMaskHead"]
 
 
+def _rename_keys(state_dict, prefix: str, renames) -> None:
+    """Checkpoint upgrade: moves ``prefix + old`` keys to ``prefix + new`` for each
+    (old, new) key-prefix pair, where present (keys with neither are left alone)."""
+    for key in list(state_dict.keys()):
+        for old, new in renames:
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+                break
+
+
+def _conv_fc_renames(old_root: str, num_fc: int):
+    """Old -> new key prefixes of the conv-FC layers (see ``_add_conv_fc_layers``)."""
+    renames = [(f"{old_root}reduce.", "reduce_spatial_dim_conv."), (f"{old_root}predictor.", "prediction.")]
+    renames += [(f"{old_root}fcs.{i}.", f"fc{i + 1}.") for i in range(num_fc)]
+    # detectron2's own pre-v0.3 checkpoints (its model zoo): coarse_mask_fc{i} -> fc{i}
+    renames += [(f"coarse_mask_fc{i + 1}.", f"fc{i + 1}.") for i in range(num_fc)]
+    return renames
+
+
+def _add_conv_fc_layers(
+    module: nn.Module, in_channels: int, in_side: int, reduced_side: int, conv_dim: int,
+    fc_dims: Sequence[int], out_dim: int,
+) -> None:
+    """Adds the conv-FC layers to ``module`` under detectron2's PointRend names (its
+    ``ConvFCHead``), so that its checkpoints load as they are:
+    ``reduce_channel_dim_conv`` (1x1, only if in_channels > conv_dim),
+    ``reduce_spatial_dim_conv`` (kernel = stride = in_side / reduced_side), ``fc1`` ...
+    ``fcN``, ``prediction``."""
+    if in_side % reduced_side:
+        raise ValueError(
+            f"box feature side {in_side} (MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION) must be a "
+            f"multiple of the coarse side {reduced_side} (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION)"
+        )
+    ratio = in_side // reduced_side
+    module.conv_layers = []  # plain list: the modules are registered by their names below
+    if in_channels > conv_dim:
+        module.reduce_channel_dim_conv = nn.Conv2d(in_channels, conv_dim, kernel_size=1)
+        module.conv_layers.append(module.reduce_channel_dim_conv)
+        in_channels = conv_dim
+    module.reduce_spatial_dim_conv = nn.Conv2d(in_channels, conv_dim, kernel_size=ratio, stride=ratio)
+    module.conv_layers.append(module.reduce_spatial_dim_conv)
+    for conv in module.conv_layers:
+        weight_init.c2_msra_fill(conv)
+    module.fc_layers = []
+    dim = conv_dim * reduced_side * reduced_side
+    for i, fc_dim in enumerate(fc_dims):
+        fc = nn.Linear(dim, fc_dim)
+        weight_init.c2_xavier_fill(fc)
+        module.add_module(f"fc{i + 1}", fc)
+        module.fc_layers.append(fc)
+        dim = fc_dim
+    module.prediction = nn.Linear(dim, out_dim)
+    nn.init.normal_(module.prediction.weight, std=0.001)
+    nn.init.constant_(module.prediction.bias, 0)
+
+
+def _conv_fc_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    for conv in module.conv_layers:
+        x = F.relu(conv(x))
+    x = x.flatten(1)
+    for fc in module.fc_layers:
+        x = F.relu(fc(x))
+    return module.prediction(x)
+
+
 class ConvFCHead(nn.Module):
-    """(R, C, S, S) box features -> (R, out_dim): conv (kernel = stride = S / S_out), FCs, linear."""
+    """(R, C, S, S) box features -> (R, out_dim): conv (kernel = stride = S / S_out), FCs, linear.
+
+    Parameter names are detectron2's (``_add_conv_fc_layers``). Checkpoints with d2ext's
+    earlier names (``reduce``, ``fcs.{i}``, ``predictor``) are renamed on load."""
 
     def __init__(
         self,
@@ -34,30 +102,14 @@ class ConvFCHead(nn.Module):
         out_dim: int,
     ):
         super().__init__()
-        if in_side % reduced_side:
-            raise ValueError(
-                f"box feature side {in_side} (MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION) must be a "
-                f"multiple of the coarse side {reduced_side} (MODEL.ROI_MASK_HEAD.OUTPUT_SIDE_RESOLUTION)"
-            )
-        ratio = in_side // reduced_side
-        self.reduce = nn.Conv2d(in_channels, conv_dim, kernel_size=ratio, stride=ratio)
-        weight_init.c2_msra_fill(self.reduce)
-        self.fcs = nn.ModuleList()
-        dim = conv_dim * reduced_side * reduced_side
-        for fc_dim in fc_dims:
-            fc = nn.Linear(dim, fc_dim)
-            weight_init.c2_xavier_fill(fc)
-            self.fcs.append(fc)
-            dim = fc_dim
-        self.predictor = nn.Linear(dim, out_dim)
-        nn.init.normal_(self.predictor.weight, std=0.001)
-        nn.init.constant_(self.predictor.bias, 0)
+        _add_conv_fc_layers(self, in_channels, in_side, reduced_side, conv_dim, fc_dims, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.reduce(x)).flatten(1)
-        for fc in self.fcs:
-            x = F.relu(fc(x))
-        return self.predictor(x)
+        return _conv_fc_forward(self, x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _rename_keys(state_dict, prefix, _conv_fc_renames("", len(self.fc_layers)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -90,8 +142,8 @@ class CoarseMaskHead(BaseMaskRCNNHead):
         self.num_classes = num_classes
         self.output_side_resolution = output_side_resolution
         side = output_side_resolution
-        self.net = ConvFCHead(
-            input_shape.channels, input_shape.height, side, conv_dim, [fc_dim] * num_fc,
+        _add_conv_fc_layers(
+            self, input_shape.channels, input_shape.height, side, conv_dim, [fc_dim] * num_fc,
             num_classes * side * side,
         )
 
@@ -117,4 +169,9 @@ class CoarseMaskHead(BaseMaskRCNNHead):
     def layers(self, x: torch.Tensor) -> torch.Tensor:
         """(R, C, S, S) box features -> (R, K, 7, 7) mask logits."""
         side = self.output_side_resolution
-        return self.net(x).reshape(x.shape[0], self.num_classes, side, side)
+        return _conv_fc_forward(self, x).reshape(x.shape[0], self.num_classes, side, side)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # d2ext's earlier names had the layers under ``net.`` (a ConvFCHead).
+        _rename_keys(state_dict, prefix, _conv_fc_renames("net.", len(self.fc_layers)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -322,9 +322,9 @@ class ImplicitPointRendMaskHead(_PointMaskHeadBase):
             head.num_params,
         )
         # Every box starts from the same well-scaled MLP: the predicted parameters are
-        # a learned offset from it (small predictor weights, bias = initial MLP).
+        # a learned offset from it (small prediction weights, bias = initial MLP).
         with torch.no_grad():
-            param_head.predictor.bias.copy_(head.initial_params())
+            param_head.prediction.bias.copy_(head.initial_params())
         ret.update(
             parameter_head=param_head,
             point_head=head,

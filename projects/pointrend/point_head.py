@@ -37,7 +37,10 @@ def _num_classes(cfg, num_classes):
 @POINT_HEAD_REGISTRY.register()
 class StandardPointHead(nn.Module):
     """PointRend's point head: NUM_FC shared 1x1 layers (an MLP applied to each point),
-    the coarse prediction concatenated to the input of every layer (or only the first)."""
+    the coarse prediction concatenated to the input of every layer (or only the first).
+
+    Parameter names are detectron2's (``fc1`` ... ``fcN``, ``predictor``), so its
+    checkpoints load as they are; d2ext's earlier ``fcs.{i}`` are renamed on load."""
 
     @configurable
     def __init__(
@@ -59,12 +62,13 @@ class StandardPointHead(nn.Module):
         super().__init__()
         self.coarse_pred_each_layer = coarse_pred_each_layer
         self.num_classes = num_classes
-        self.fcs = nn.ModuleList()
+        self.fc_layers = []  # plain list: registered as fc1 ... fcN
         dim = in_channels + coarse_channels
-        for _ in range(num_fc):
+        for i in range(num_fc):
             fc = nn.Conv1d(dim, fc_dim, kernel_size=1)
             weight_init.c2_msra_fill(fc)
-            self.fcs.append(fc)
+            self.add_module(f"fc{i + 1}", fc)
+            self.fc_layers.append(fc)
             dim = fc_dim + (coarse_channels if coarse_pred_each_layer else 0)
         self.predictor = nn.Conv1d(dim, num_classes, kernel_size=1)
         nn.init.normal_(self.predictor.weight, std=0.001)
@@ -84,11 +88,19 @@ class StandardPointHead(nn.Module):
     def forward(self, fine_features: torch.Tensor, coarse_features: torch.Tensor) -> torch.Tensor:
         """(R, C, P) fine, (R, Kc, P) coarse -> (R, K, P) logits."""
         x = torch.cat([fine_features, coarse_features], dim=1)
-        for fc in self.fcs:
+        for fc in self.fc_layers:
             x = F.relu(fc(x))
             if self.coarse_pred_each_layer:
                 x = torch.cat([x, coarse_features], dim=1)
         return self.predictor(x)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoint upgrade: d2ext's earlier names fcs.{i} -> fc{i+1}.
+        for key in list(state_dict.keys()):
+            if key.startswith(prefix + "fcs."):
+                index, rest = key[len(prefix + "fcs."):].split(".", 1)
+                state_dict[f"{prefix}fc{int(index) + 1}.{rest}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 @POINT_HEAD_REGISTRY.register()
@@ -124,9 +136,11 @@ class ImplicitPointHead(nn.Module):
         self.pos_enc_enabled = pos_enc_enabled
         if pos_enc_enabled:
             # Fixed random Fourier features: gaussian frequencies, as a buffer so
-            # that checkpoints carry them.
+            # that checkpoints carry them (detectron2's name for it).
             freqs = torch.randn(2, pos_enc_dim // 2, generator=torch.Generator().manual_seed(0))
-            self.register_buffer("pos_enc_freqs", freqs * pos_enc_scale, persistent=True)
+            self.register_buffer(
+                "positional_encoding_gaussian_matrix", freqs * pos_enc_scale, persistent=True
+            )
         dim = (in_channels if image_feature_enabled else 0) + (pos_enc_dim if pos_enc_enabled else 2)
         dims = [dim] + [channels] * (num_layers - 1) + [num_classes]
         self.layer_shapes = list(zip(dims[1:], dims[:-1]))  # (out, in) per layer
@@ -157,7 +171,8 @@ class ImplicitPointHead(nn.Module):
         centred = 2 * coords - 1
         if not self.pos_enc_enabled:
             return centred.transpose(1, 2)
-        phase = 2 * math.pi * centred @ self.pos_enc_freqs.to(coords.dtype)  # (R, P, D/2)
+        freqs = self.positional_encoding_gaussian_matrix.to(coords.dtype)
+        phase = 2 * math.pi * centred @ freqs  # (R, P, D/2)
         return torch.cat([phase.sin(), phase.cos()], dim=2).transpose(1, 2)
 
     def forward(self, fine_features: torch.Tensor, coords: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
@@ -182,6 +197,13 @@ class ImplicitPointHead(nn.Module):
             if i < len(self.layer_shapes) - 1:
                 x = F.relu(x)
         return x
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoint upgrade: d2ext's earlier buffer name.
+        old = prefix + "pos_enc_freqs"
+        if old in state_dict:
+            state_dict[prefix + "positional_encoding_gaussian_matrix"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def build_point_head(cfg, input_shape: ShapeSpec, **kwargs) -> nn.Module:

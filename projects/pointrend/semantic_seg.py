@@ -72,7 +72,8 @@ class PointRendSemSegHead(nn.Module):
             loss_weight: of the coarse loss (SEM_SEG_HEAD.LOSS_WEIGHT).
         """
         super().__init__()
-        self.coarse_head = coarse_head
+        # detectron2's attribute name, so that its checkpoints load as they are.
+        self.coarse_sem_seg_head = coarse_head
         self.point_head = point_head
         self.in_features = list(in_features)
         self.ignore_value = ignore_value
@@ -129,6 +130,14 @@ class PointRendSemSegHead(nn.Module):
             "subdivision_num_points": cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS,
         }
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoint upgrade: d2ext's earlier name coarse_head -> coarse_sem_seg_head.
+        old = prefix + "coarse_head."
+        for key in list(state_dict.keys()):
+            if key.startswith(old):
+                state_dict[prefix + "coarse_sem_seg_head." + key[len(old):]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _predict_points(self, features, coarse_logits, coords) -> torch.Tensor:
         fine = torch.cat([point_sample(features[f], coords) for f in self.in_features], dim=1)
         return self.point_head(fine, point_sample(coarse_logits, coords))
@@ -142,7 +151,7 @@ class PointRendSemSegHead(nn.Module):
             training: (None, {"loss_sem_seg", "loss_sem_seg_point"});
             inference: ((N, K, H, W) logits, {}).
         """
-        coarse_logits = self.coarse_head.layers(features)  # (N, K, h, w)
+        coarse_logits = self.coarse_sem_seg_head.layers(features)  # (N, K, h, w)
         if self.training:
             return None, self.losses(features, coarse_logits, targets)
 

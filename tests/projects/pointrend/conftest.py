@@ -4,6 +4,8 @@ import os
 
 import d2ext  # noqa: F401  (compat before detectron2)
 
+import d2ext_projects.pointrend  # noqa: F401  (its config keys and heads, for files run alone)
+
 from d2ext.engine import load_cfg
 from tests.conftest import REPO_ROOT
 

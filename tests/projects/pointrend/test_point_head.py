@@ -19,7 +19,7 @@ def test_standard_point_head_is_a_per_point_mlp_with_coarse_at_every_layer():
         for p in range(5):
             c = coarse[r, :, p]
             x = torch.cat([fine[r, :, p], c])
-            for fc in head.fcs:
+            for fc in head.fc_layers:
                 x = torch.cat([F.relu(fc.weight[:, :, 0] @ x + fc.bias), c])
             ref = head.predictor.weight[:, :, 0] @ x + head.predictor.bias
             torch.testing.assert_close(out[r, :, p], ref)
@@ -28,7 +28,7 @@ def test_standard_point_head_is_a_per_point_mlp_with_coarse_at_every_layer():
 def test_standard_point_head_coarse_only_at_input():
     head = StandardPointHead(in_channels=4, coarse_channels=2, num_classes=1, fc_dim=8, num_fc=2,
                              coarse_pred_each_layer=False)
-    assert [fc.in_channels for fc in head.fcs] == [6, 8] and head.predictor.in_channels == 8
+    assert [fc.in_channels for fc in head.fc_layers] == [6, 8] and head.predictor.in_channels == 8
     assert head(torch.randn(3, 4, 7), torch.randn(3, 2, 7)).shape == (3, 1, 7)
 
 
@@ -42,7 +42,7 @@ def test_implicit_point_head_equals_per_box_mlp():
     out = head(fine, coords, params)
     assert out.shape == (3, 2, 7)
     for r in range(3):
-        phase = 2 * torch.pi * (2 * coords[r] - 1) @ head.pos_enc_freqs.double()
+        phase = 2 * torch.pi * (2 * coords[r] - 1) @ head.positional_encoding_gaussian_matrix.double()
         x = torch.cat([fine[r].T, phase.sin(), phase.cos()], dim=1)  # (P, 10)
         start = 0
         for i, (o, n) in enumerate(head.layer_shapes):

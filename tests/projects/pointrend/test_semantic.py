@@ -42,7 +42,7 @@ def test_subdivision_with_every_cell_recomputed_equals_dense_point_head():
     feats = _features()
     with torch.no_grad():
         logits, _ = head(feats)
-        coarse = head.coarse_head.layers(feats)
+        coarse = head.coarse_sem_seg_head.layers(feats)
         grid = torch.stack(torch.meshgrid((torch.arange(64) + 0.5) / 64, (torch.arange(96) + 0.5) / 96, indexing="ij")[::-1], -1)
         dense = head._predict_points(feats, coarse, grid.reshape(1, -1, 2).expand(2, -1, -1))
     assert logits.shape == (2, 5, 64, 96)
@@ -54,7 +54,7 @@ def test_subdivision_recomputes_the_smallest_margins_only():
     feats = _features()
     with torch.no_grad():
         logits, _ = head(feats)
-        coarse = head.coarse_head.layers(feats)  # (2, 5, 16, 24)
+        coarse = head.coarse_sem_seg_head.layers(feats)  # (2, 5, 16, 24)
         # reference: per image, sort the top-two margins of the upsampled map, recompute 100 cells
         ref = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False).reshape(2, 5, -1)
         centres = torch.stack(torch.meshgrid((torch.arange(32) + 0.5) / 32, (torch.arange(48) + 0.5) / 48, indexing="ij")[::-1], -1).reshape(-1, 2)
