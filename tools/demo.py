@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from detectron2.data.detection_utils import read_image  # noqa: E402
 
+from d2ext.data.datasets.checks import UNREADABLE_IMAGE_ERRORS  # noqa: E402
 from d2ext.tool_logging import setup_tool_logging as setup_logging  # noqa: E402
 from d2ext.engine import Predictor  # noqa: E402
 from d2ext.engine.predictor import PromptError  # noqa: E402
@@ -246,7 +247,7 @@ def _read_or_warn(path: str) -> Optional[np.ndarray]:
     """The image in BGR, or None (with a warning naming it) if it cannot be read."""
     try:
         image = read_image(path, format="BGR")
-    except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated, unidentified, bad header
+    except (*UNREADABLE_IMAGE_ERRORS, ValueError) as e:  # ValueError: a bad header of some formats
         logger.warning("skipping %s: cannot read it as an image (%s: %s)", path, type(e).__name__, e)
         return None
     if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) == 0:

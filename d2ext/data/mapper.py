@@ -37,7 +37,6 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -45,6 +44,7 @@ from detectron2.data import transforms as T
 
 from d2ext.data.augmentations import build_augmentations
 from d2ext.data.datasets.checks import (
+    UNREADABLE_IMAGE_ERRORS,
     DatasetError,
     check_label_size,
     check_label_values,
@@ -144,18 +144,12 @@ def _pad(array: np.ndarray, size: Sequence[int], value: int) -> np.ndarray:
     return np.pad(array, pad, mode="constant", constant_values=value)
 
 
-# What PIL raises on a file it cannot decode: OSError (truncated, unidentified,
-# missing), SyntaxError (some plugins' "broken PNG file"), and the decompression
-# bomb guard.
-_UNREADABLE = (OSError, SyntaxError, Image.DecompressionBombError)
-
-
 def read_image_named(path: str, dataset_dict: dict, what: str, **kwargs) -> np.ndarray:
     """``utils.read_image(path, **kwargs)``; a file that cannot be decoded raises a
     DatasetError naming it (and the image it labels), the decoder's error as cause."""
     try:
         return utils.read_image(path, **kwargs)
-    except _UNREADABLE as e:
+    except UNREADABLE_IMAGE_ERRORS as e:
         image = dataset_dict.get("file_name")
         of_image = f" (labels of image {image})" if image and image != path else ""
         raise DatasetError(

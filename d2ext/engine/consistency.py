@@ -80,10 +80,17 @@ def register_consistency_check(selector: str, value: str, check: ConsistencyChec
     return check
 
 
-def expect_count(key: str, value: int, meta, field: str, note: str = "") -> List[Expectation]:
-    """[``key`` == len(meta.<field>)], or [] when the dataset has no such field."""
-    classes = meta.get(field)
-    return [] if classes is None else [Expectation(key, int(value), field, len(classes), note)]
+def expect_count(key: str, value: int, meta, field: "str | Sequence[str]", note: str = "") -> List[Expectation]:
+    """[``key`` == len(meta.<field>)], or [] when the dataset has no such field.
+
+    ``field`` may be a sequence: the first of those fields the dataset has is
+    compared (e.g. ("stuff_classes", "thing_classes") for "all its classes").
+    """
+    for name in (field,) if isinstance(field, str) else field:
+        classes = meta.get(name)
+        if classes is not None:
+            return [Expectation(key, int(value), name, len(classes), note)]
+    return []
 
 
 def expect_ignore_label(key: str, value: int, meta) -> List[Expectation]:

@@ -17,13 +17,9 @@ from detectron2.evaluation import SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
-from ..data.datasets.checks import DatasetError, check_label_values
+from ..data.datasets.checks import UNREADABLE_IMAGE_ERRORS, DatasetError, check_label_values
 
 __all__ = ["CheckedSemSegEvaluator"]
-
-# What PIL raises on a label file it cannot decode (see d2ext.data.mapper).
-_UNREADABLE = (OSError, SyntaxError, Image.DecompressionBombError)
-
 
 class CheckedSemSegEvaluator(SemSegEvaluator):
     """SemSegEvaluator whose ``process`` raises DatasetError, naming the GT file,
@@ -41,7 +37,7 @@ class CheckedSemSegEvaluator(SemSegEvaluator):
         try:
             with PathManager.open(gt_path, "rb") as f:
                 gt = np.array(Image.open(f))
-        except _UNREADABLE as e:
+        except UNREADABLE_IMAGE_ERRORS as e:
             raise DatasetError(
                 f"{gt_path}: cannot read this ground-truth label map (labels of image "
                 f"{image_path}, dataset {self._dataset_name!r}): {type(e).__name__}: {e}"

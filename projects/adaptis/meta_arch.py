@@ -60,12 +60,11 @@ def dataset_classes(cfg) -> Optional[dict]:
 def class_count_expectations(cfg, meta) -> List[Expectation]:
     """MODEL.ADAPTIS.NUM_CLASSES vs every class of a panoptic dataset, for d2ext's
     consistency check. No ignore key to compare: the model takes the metadata's."""
-    field = "stuff_classes" if meta.get("stuff_classes") is not None else "thing_classes"
     return expect_count(
         "MODEL.ADAPTIS.NUM_CLASSES",
         cfg.MODEL.ADAPTIS.NUM_CLASSES,
         meta,
-        field,
+        ("stuff_classes", "thing_classes"),
         "AdaptIS's semantic head predicts every class, things and stuff (a non-separated panoptic dataset)",
     )
 

@@ -67,12 +67,11 @@ def class_count_expectations(cfg, meta) -> List[Expectation]:
     """SEM_SEG_HEAD.NUM_CLASSES vs the dataset's classes, for d2ext's consistency check
     (before the model is built). The head's IGNORE_VALUE is not compared: MaskFormer
     takes the ignore label from the metadata (the mapper drops it from the segments)."""
-    field = "stuff_classes" if meta.get("stuff_classes") is not None else "thing_classes"
     return expect_count(
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         meta,
-        field,
+        ("stuff_classes", "thing_classes"),
         "MaskFormer's NUM_CLASSES excludes the 'no object' class (it predicts NUM_CLASSES + 1 logits)",
     )
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 from typing import Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 __all__ = [
+    "UNREADABLE_IMAGE_ERRORS",
     "DatasetError",
     "check_panoptic_png",
     "check_label_size",
@@ -23,6 +25,12 @@ __all__ = [
 ]
 
 _MAX_LISTED = 10  # ids listed in a message before "..."
+
+
+# What PIL raises on a file it cannot decode: OSError (truncated, unidentified,
+# missing), SyntaxError (some plugins' "broken PNG file"), and the decompression
+# bomb guard.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 
 class DatasetError(ValueError):
