@@ -103,6 +103,12 @@ def get_parser() -> argparse.ArgumentParser:
         help="synthetic image size; inference default: the config's test size; "
         "train: use synthetic batches with random ground truth instead of the train loader",
     )
+    parser.add_argument(
+        "--test-images", type=int, default=0, metavar="N",
+        help="inference: the first N images of DATASETS.TEST[0] through the test mapper, one per "
+        "call in turn, instead of a synthetic image (a model whose work depends on the image, "
+        "such as AdaptIS's assembly or a detector's detections, needs real images and weights)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls first (default 3)")
     parser.add_argument("--iters", type=int, default=10, help="timed calls (default 10)")
     parser.add_argument(
@@ -207,8 +213,14 @@ class _Run:
         if args.fold_bn:
             folded = fold_batch_norms(self.model)
             logger.info("%s: folded %d batch norms into convolutions", self.name, folded)
-        self.inputs = synthetic_inputs(self.batch_size, *self.input_size, seed=self.cfg.SEED)
-        model, inputs = self.model, self.inputs
+        if args.test_images:
+            pool = self._test_images(args.test_images)
+            self.inputs = pool[0]
+            self.input_size = tuple(self.inputs[0]["image"].shape[-2:])
+        else:
+            self.inputs = synthetic_inputs(self.batch_size, *self.input_size, seed=self.cfg.SEED)
+            pool = [self.inputs]
+        model, batches = self.model, itertools.cycle(pool)
 
         self.precision = inference_precision(args)
         autocast_dtype = AUTOCAST_DTYPES.get(self.precision)  # None: fp32, autocast off
@@ -217,9 +229,23 @@ class _Run:
             with torch.no_grad(), torch.autocast(
                 args.device, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
-                return model(inputs)
+                return model(next(batches))
 
         return infer
+
+    def _test_images(self, n: int) -> List[List[Dict[str, Any]]]:
+        """The first ``n`` images of DATASETS.TEST[0], mapped, as one-image batches."""
+        from detectron2.data import DatasetCatalog
+
+        from d2ext.data.mapper import CommonDatasetMapper
+
+        if not self.cfg.DATASETS.TEST:
+            raise UsageError(f"--test-images: {self.config_file} has no DATASETS.TEST")
+        name = self.cfg.DATASETS.TEST[0]
+        dicts = DatasetCatalog.get(name)[:n]
+        mapper = CommonDatasetMapper(self.cfg, is_train=False)
+        logger.info("%s: %d images of %s", self.name, len(dicts), name)
+        return [[mapper(d)] for d in dicts]
 
     def _train(self, args) -> Callable[[], Any]:
         from d2ext.engine import Trainer
@@ -343,6 +369,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise UsageError("--input-size does not apply to --task data (it measures the loader)")
     if args.amp and args.task != "inference":
         raise UsageError("--amp applies to --task inference only (training uses SOLVER.AMP.ENABLED)")
+    if args.test_images and (args.task != "inference" or args.input_size or (args.batch_size or 1) != 1):
+        raise UsageError("--test-images applies to --task inference with one image per call and no --input-size")
     if args.fold_bn and args.task != "inference":
         raise UsageError("--fold-bn applies to --task inference only (training needs the batch norms)")
     if args.threads:

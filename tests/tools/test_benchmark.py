@@ -330,3 +330,32 @@ def test_amp_and_fold_bn_apply_to_every_model_timed(tiny_model_dir, capsys, monk
         benchmark.main(["--config-file", config_file, "--task", "train", "--amp"])
     with pytest.raises(benchmark.UsageError, match="--fold-bn applies to --task inference"):
         benchmark.main(["--config-file", config_file, "--task", "train", "--fold-bn"])
+
+
+def test_test_images_feeds_the_datasets_images_in_turn(tiny_toy, tiny_model_dir, capsys, monkeypatch):
+    config_file, _ = tiny_model_dir["instance"]
+    seen = []
+    original = benchmark._Run._test_images
+
+    def recording(self, n):
+        pool = original(self, n)
+        seen.extend(batch[0]["file_name"] for batch in pool)
+        return pool
+
+    monkeypatch.setattr(benchmark._Run, "_test_images", recording)
+    report, _ = _run(capsys, [
+        "--config-file", config_file, "--test-images", "2", "--warmup", "0", "--iters", "3", "--no-flops",
+        "DATASETS.TEST", "('toy_instances_val',)",
+    ])
+    (res,) = report["results"]
+    assert len(seen) == 2 and seen[0] != seen[1]  # two different images of the val split
+    assert len(res["latency_ms_all"]) == 3
+    assert res["input_size"] == [64, 64]  # toy's 256 px resized to the tiny model's test size
+
+
+def test_test_images_needs_inference_of_one_image(tiny_model_dir):
+    config_file, _ = tiny_model_dir["instance"]
+    with pytest.raises(benchmark.UsageError, match="--test-images"):
+        benchmark.main(["--config-file", config_file, "--test-images", "2", "--input-size", "64", "64"])
+    with pytest.raises(benchmark.UsageError, match="no DATASETS.TEST"):
+        benchmark.main(["--config-file", config_file, "--test-images", "2", "--iters", "1", "--no-flops"])
