@@ -188,7 +188,9 @@ class R2OViews:
         v = cfg.MODEL.R2O.VIEWS
         stride = cfg.MODEL.R2O.KMEANS.PAINT_STRIDE
         if cfg.INPUT.FORMAT not in _FORMATS:
-            raise ValueError(f"INPUT.FORMAT must be one of {list(_FORMATS)} for R2O, got {cfg.INPUT.FORMAT!r}")
+            raise ValueError(
+                f"INPUT.FORMAT must be one of {list(_FORMATS)} for R2O's views, got {cfg.INPUT.FORMAT!r}"
+            )
         if v.WHOLE_SIZE % _WHOLE_DIVISOR:
             raise ValueError(
                 f"{_KEY}WHOLE_SIZE must be divisible by {_WHOLE_DIVISOR}, got {v.WHOLE_SIZE}"

@@ -228,30 +228,34 @@ def test_grayscale_blur_and_brightness():
     assert torch.allclose(x, (p * factor).clamp(0, 255), atol=2.0)
 
 
-def test_color_jitter_order_is_random():
-    # Brightness then contrast differs from contrast then brightness where values clip;
-    # over many draws of the permutation both orders must occur (the factors are fixed here).
+def test_color_jitter_order_is_random(monkeypatch):
+    # torchvision's ColorJitter applies its four adjustments in a random order:
+    # over 40 draws each of the four must come first at least once.
     calls = []
-    builder = R2OViews(crop_size=S, whole_size=G, color_jitter=(0.4, 0.4, 0.2, 0.1))
-    orig = views_module.TF
-    class Spy:
+    real = views_module.TF
+
+    class Recorder:
         def __getattr__(self, name):
-            fn = getattr(orig, name)
-            if name.startswith("adjust_"):
-                return lambda img, f: (calls.append(name), fn(img, f))[1]
-            return fn
-    views_module.TF = Spy()
-    try:
-        firsts = set()
-        np.random.seed(7)
-        for _ in range(40):
-            calls.clear()
-            builder._color_jitter(torch.rand(3, 8, 8))
-            assert sorted(calls) == sorted(["adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue"])
-            firsts.add(calls[0])
-    finally:
-        views_module.TF = orig
+            fn = getattr(real, name)
+            if not name.startswith("adjust_"):
+                return fn
+            return lambda img, factor: (calls.append(name), fn(img, factor))[1]
+
+    monkeypatch.setattr(views_module, "TF", Recorder())
+    builder = R2OViews(crop_size=S, whole_size=G, color_jitter=(0.4, 0.4, 0.2, 0.1))
+    all_four = sorted(f"adjust_{n}" for n in ("brightness", "contrast", "saturation", "hue"))
+    firsts = set()
+    np.random.seed(7)
+    for _ in range(40):
+        calls.clear()
+        builder._color_jitter(torch.rand(3, 8, 8))
+        assert sorted(calls) == all_four
+        firsts.add(calls[0])
     assert len(firsts) == 4
+    # A strength of 0 skips that adjustment, as torchvision's does.
+    calls.clear()
+    R2OViews(crop_size=S, whole_size=G, color_jitter=(0.4, 0.0, 0.2, 0.0))._color_jitter(torch.rand(3, 8, 8))
+    assert sorted(calls) == ["adjust_brightness", "adjust_saturation"]
 
 
 def test_same_seed_same_views_other_position_other_views():
@@ -270,7 +274,9 @@ def test_same_seed_same_views_other_position_other_views():
 def test_superpixels_are_consecutive_and_of_the_rgb_whole_image(monkeypatch):
     seen = []
     real = superpixels_module.slic
-    monkeypatch.setattr(superpixels_module, "slic", lambda img, **kw: (seen.append(img.copy()), real(img, **kw))[1])
+    monkeypatch.setattr(
+        superpixels_module, "slic", lambda img, **kw: (seen.append(img.copy()), real(img, **kw))[1]
+    )
     rgb = rectangles()
     out = build(np.ascontiguousarray(rgb[..., ::-1]), image_format="BGR", file_name="a.png")
     labels = out["superpixels"]
@@ -293,7 +299,9 @@ def test_superpixel_cache_in_memory_and_on_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(views_module, "slic_superpixels", lambda *a: (calls.append(1), real(*a))[1])
     cache_dir = tmp_path / "slic"
     image = rectangles()
-    kw = dict(crop_size=S, whole_size=G, slic_segments=50, slic_compactness=20.0, slic_cache_dir=str(cache_dir))
+    kw = dict(
+        crop_size=S, whole_size=G, slic_segments=50, slic_compactness=20.0, slic_cache_dir=str(cache_dir)
+    )
     builder = R2OViews(**kw)
     first, second = {}, {}
     builder(context(image, file_name="a.png"), first)
@@ -303,13 +311,15 @@ def test_superpixel_cache_in_memory_and_on_disk(tmp_path, monkeypatch):
 
     key = SuperpixelCache.key("a.png", G, 50, 20.0)
     path = builder.cache.path(key)
-    assert os.path.dirname(path) == str(cache_dir) and sorted(os.listdir(cache_dir)) == [os.path.basename(path)]
+    assert os.path.dirname(path) == str(cache_dir)
+    assert sorted(os.listdir(cache_dir)) == [os.path.basename(path)]
     assert np.array_equal(np.load(path), first["r2o_views"]["superpixels"].numpy())
 
     # Another worker (a fresh builder, empty memory) reads the file instead of computing.
     out = {}
     R2OViews(**kw)(context(image, file_name="a.png"), out)
-    assert len(calls) == 1 and torch.equal(out["r2o_views"]["superpixels"], first["r2o_views"]["superpixels"])
+    assert len(calls) == 1
+    assert torch.equal(out["r2o_views"]["superpixels"], first["r2o_views"]["superpixels"])
 
     # Other settings or another file are other entries.
     R2OViews(**{**kw, "slic_segments": 30})(context(image, file_name="a.png"), {})
@@ -411,3 +421,12 @@ def test_common_mapper_from_config_builds_the_views(tmp_path):
     assert views["whole"][:, 14 * G // 48, 18].tolist() == [20, 20, 230]
     assert len(os.listdir(tmp_path / "cache")) == 1
     assert not math.isnan(float(views["boxes"].sum()))
+
+
+def test_unsupported_input_format_names_the_key():
+    cfg = _cfg()
+    cfg.INPUT.FORMAT = "L"
+    with pytest.raises(ValueError, match=re.escape("INPUT.FORMAT")):
+        R2OViews.from_config(cfg)
+    with pytest.raises(ValueError, match=re.escape("INPUT.FORMAT")):
+        build(rectangles()[..., :1], image_format="L")
