@@ -26,7 +26,9 @@ __all__ = ["superpixel_pool", "region_label_table", "paint_clusters", "view_mask
 
 def _check_labels(superpixels: torch.Tensor, name: str) -> None:
     if superpixels.dim() != 3 or superpixels.dtype != torch.int64:
-        raise ValueError(f"{name}: superpixels must be (B, H, W) int64, got {tuple(superpixels.shape)} {superpixels.dtype}")
+        raise ValueError(
+            f"{name}: superpixels must be (B, H, W) int64, got {tuple(superpixels.shape)} {superpixels.dtype}"
+        )
     if superpixels.numel() and int(superpixels.min()) < 0:
         raise ValueError(f"{name}: superpixel labels must be >= 0 (SLIC labels 0..n-1 of each image)")
 
