@@ -38,9 +38,10 @@ def add_r2o_config(cfg: CN) -> None:
     r.VIEWS.BLUR_PROB = (1.0, 0.1)  # view 1, view 2
     r.VIEWS.SOLARIZE_PROB = (0.0, 0.2)  # view 1, view 2
     # SLIC superpixels of the whole image (scikit-image, on the uint8 RGB image).
-    # On the toy scenes skimage's defaults (100, 10) give only ~20-40 segments.
-    r.VIEWS.SLIC_SEGMENTS = 256
-    r.VIEWS.SLIC_COMPACTNESS = 20.0
+    # The reference: 100 segments, skimage's default compactness 10. On the toy
+    # scenes those give only ~20-40 segments; the toy yaml sets 256 and 20 (~240).
+    r.VIEWS.SLIC_SEGMENTS = 100
+    r.VIEWS.SLIC_COMPACTNESS = 10.0
     # Superpixels are cached per image (the whole view is deterministic) in
     # this folder; "" = in memory of each loader worker only.
     r.VIEWS.SLIC_CACHE_DIR = ""
@@ -57,15 +58,22 @@ def add_r2o_config(cfg: CN) -> None:
     # Cluster maps are painted at WHOLE_SIZE // PAINT_STRIDE as per-cluster area fractions.
     r.KMEANS.PAINT_STRIDE = 4
     # A mask takes part in the loss when it covers at least this fraction of
-    # both views' FEATURE grids.
+    # both views' FEATURE grids. Not the reference's: it keeps any mask whose
+    # RoIAligned area exceeds 1e-3 of one cell of its 7 x 7 grid (a fraction of
+    # 2e-5), so slivers of a few hundredths of a cell count as a mask pair.
     r.MIN_MASK_AREA = 0.01
 
     # --- networks ---
     r.PROJECTOR_HIDDEN = 4096
     r.PROJECTOR_DIM = 256
     r.PREDICTOR_HIDDEN = 4096
+    # Batch norm of the projector / predictor MLPs: "naiveSyncBN" averages the
+    # statistics over all processes (the reference syncs every BN), "BN" per process.
+    r.HEAD_NORM = "naiveSyncBN"
     # Target network momentum: 1 - (1 - m0) * (cos(pi * k / K) + 1) / 2 over SOLVER.MAX_ITER.
     r.BASE_MOMENTUM = 0.99
-    # The reference scales the learning rate by K / 16 (K = current cluster
-    # count); 0 = off, otherwise the divisor (16).
+    # The reference multiplies the learning rate of every parameter group by
+    # K / 16 (K = the curriculum's current cluster count, uncapped), at every
+    # step, warm-up included; 0 = off, otherwise the divisor (the reference: 16).
+    # Kept off by default here: with K_START 128 it starts at 8x SOLVER.BASE_LR.
     r.LR_SCALE_K_DIVISOR = 0
