@@ -2,8 +2,8 @@
 """Object-centricity of R2O's cluster masks: Hungarian-matched IoU with ground-truth segments.
 
     python tools/r2o_object_centricity.py --config-file configs/r2o/toy/r2o_R18_toy.yaml \\
-        --weights output/r2o/r2o_R18_toy/model_0000999.pth --dataset toy_panoptic_val \\
-        --k 8 --num-images 100 --output out.json [--slic-only] [--seed 0] [KEY VALUE ...]
+        --weights output/r2o/r2o_R18_toy/model_0000999.pth [CKPT ...] --dataset toy_panoptic_val \\
+        --k 8 [K ...] --num-images 100 --output out.json [--slic-only] [--seed 0] [-- KEY VALUE ...]
 
 For each of the first --num-images images of a panoptic dataset: the model's
 ``predict_masks`` (K-means of the momentum encoder's superpixel embeddings,
@@ -15,11 +15,14 @@ image's mean over segments, also over things only and stuff only.
 
 Controls at the same k: ``--weights ""`` (random-init encoder), a BYOL
 checkpoint with the BYOL config, and ``--slic-only`` (the same superpixels and
-K-means on each superpixel's mean colour; no model). Run it on each saved
-checkpoint of a pretraining run to follow the IoU over training.
+K-means on each superpixel's mean colour; no model). Several --weights (e.g.
+every saved checkpoint of a run, to follow the IoU over training) and several
+--k are scored on the same images, mapped (and SLIC'd) once.
 
-Output: a summary line on stdout and, with --output, a json of the arguments,
-the checkpoint's iteration, the summary and the per-image scores.
+Output: one summary line per (weights, k) on stdout and, with --output, a json:
+the arguments and ``results``, one entry per (weights, k) with the checkpoint's
+iteration, the summary (miou, miou_things, miou_stuff, counts) and the
+per-image scores.
 """
 from __future__ import annotations
 
@@ -39,7 +42,11 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from d2ext.engine.setup import load_cfg  # noqa: E402
 from d2ext.tool_logging import setup_tool_logging  # noqa: E402
-from d2ext_projects.r2o.object_centricity import evaluate_object_centricity, format_summary  # noqa: E402
+from d2ext_projects.r2o.object_centricity import (  # noqa: E402
+    format_summary,
+    load_eval_inputs,
+    score_object_centricity,
+)
 
 logger = logging.getLogger("d2ext.r2o_object_centricity")
 
@@ -73,19 +80,23 @@ def build_eval_model(cfg, weights: str):
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, help="an R2O config (its VIEWS and KMEANS settings are used)")
-    parser.add_argument("--weights", default="", help='an R2O checkpoint; "" = random init')
+    parser.add_argument("--weights", nargs="+", default=[""],
+                        help='R2O checkpoints, each scored; "" = random init (the default)')
     parser.add_argument("--slic-only", action="store_true",
                         help="cluster the superpixels' mean colours instead of encoder features (no model)")
     parser.add_argument("--dataset", default="toy_panoptic_val", help="a registered panoptic dataset")
-    parser.add_argument("--k", type=int, default=8, help="clusters per image")
+    parser.add_argument("--k", type=int, nargs="+", default=[8], help="clusters per image (each scored)")
     parser.add_argument("--num-images", type=int, default=100, help="the first N images (<= 0: all)")
     parser.add_argument("--seed", type=int, default=0, help="of the K-means generator")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--log-period", type=int, default=20, help="log progress every N images")
     parser.add_argument("--output", default="", help="json file of the results")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="config overrides, KEY VALUE pairs; after '--' when they follow --weights or --k")
     args = parser.parse_args(argv)
-    if args.k < 1:
+    if args.opts[:1] == ["--"]:
+        args.opts = args.opts[1:]
+    if min(args.k) < 1:
         parser.error(f"--k must be >= 1, got {args.k}")
     if args.batch_size < 1 or args.log_period < 1:
         parser.error("--batch-size and --log-period must be >= 1")
@@ -96,33 +107,42 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging()
     cfg = load_cfg(args.config_file, args.opts)
-    if args.slic_only:
-        if args.weights:
-            logger.warning("--slic-only uses no model: --weights %s is ignored", args.weights)
-        model, iteration, mode = None, None, "slic"
-    else:
-        model, iteration = build_eval_model(cfg, args.weights)
-        mode = "model" if args.weights else "random_init"
-    result = evaluate_object_centricity(
-        cfg, model, args.dataset, args.k, args.num_images, args.seed, args.batch_size, args.log_period
-    )
-    summary = result.summary()
-    label = "SLIC alone" if mode == "slic" else (args.weights or "random init")
-    print(f"{label}, k={args.k}, {args.dataset}: {format_summary(summary)}")
+    inputs = load_eval_inputs(cfg, args.dataset, args.num_images, args.log_period)
+    kmeans_cfg = cfg.MODEL.R2O.KMEANS
+    if args.slic_only and any(args.weights):
+        logger.warning("--slic-only uses no model: --weights %s are ignored", args.weights)
+    results = []
+    for weights in [None] if args.slic_only else args.weights:
+        if weights is None:
+            model, iteration, mode, label = None, None, "slic", "SLIC alone"
+        else:
+            model, iteration = build_eval_model(cfg, weights)
+            mode, label = ("model", weights) if weights else ("random_init", "random init")
+        for k in args.k:
+            result = score_object_centricity(
+                inputs, k, model, kmeans_cfg.PAINT_STRIDE, kmeans_cfg.NUM_ITERS,
+                args.seed, args.batch_size, args.log_period,
+            )
+            summary = result.summary()
+            print(f"{label}, k={k}, {args.dataset}: {format_summary(summary)}")
+            results.append({
+                "weights": weights or "",
+                "mode": mode,
+                "iteration": iteration,
+                "k": k,
+                **summary,
+                "per_image": result.per_image(),
+            })
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         record = {
             "config_file": args.config_file,
-            "weights": args.weights,
-            "mode": mode,
-            "iteration": iteration,
-            "meta_architecture_mode": cfg.MODEL.R2O.MODE,
+            "r2o_mode": cfg.MODEL.R2O.MODE,
             "dataset": args.dataset,
-            "k": args.k,
+            "num_images": len(inputs),
             "seed": args.seed,
             "opts": args.opts,
-            **summary,
-            "per_image": result.per_image(),
+            "results": results,
         }
         with open(args.output, "w") as f:
             json.dump(record, f, indent=1)

@@ -42,8 +42,10 @@ __all__ = [
     "format_summary",
     "hard_clusters",
     "image_score",
+    "load_eval_inputs",
     "matched_ious",
     "evaluate_object_centricity",
+    "score_object_centricity",
     "slic_color_maps",
     "thing_flags",
 ]
@@ -237,7 +239,77 @@ def evaluation_mapper(cfg):
     )
 
 
+def load_eval_inputs(cfg, dataset_name: str, num_images: int = 100, log_period: int = 20) -> List[dict]:
+    """The first ``num_images`` images (<= 0: all) of a panoptic dataset, mapped once
+    for any number of models and k: per image a dict with "file_name",
+    "r2o_views" ({"whole": (3, G, G) uint8, "superpixels": (G, G) int64}, what
+    ``predict_masks`` reads), "gt_masks" (K, H, W) bool and "isthing" (K,) bool."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    dicts = DatasetCatalog.get(dataset_name)
+    if not dicts or "segments_info" not in dicts[0]:
+        raise ValueError(
+            f"{dataset_name}: needs panoptic ground truth (pan_seg_file_name + segments_info), "
+            "e.g. toy_panoptic_val"
+        )
+    dicts = dicts[: num_images if num_images > 0 else len(dicts)]
+    thing_ids = MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id", {}).values()
+    mapper = evaluation_mapper(cfg)
+    out = []
+    for i, d in enumerate(dicts):
+        x = mapper(d)
+        views, segments = x["r2o_views"], x["segments"]
+        out.append({
+            "file_name": x.get("file_name", ""),
+            "r2o_views": {"whole": views["whole"], "superpixels": views["superpixels"]},
+            "gt_masks": segments.gt_masks,
+            "isthing": thing_flags(segments.gt_classes, x.get("segments_info", ()), thing_ids),
+        })
+        if (i + 1) % log_period == 0 or i + 1 == len(dicts):
+            logger.info("object-centricity: mapped %d / %d images of %s (SLIC included)", i + 1, len(dicts), dataset_name)
+    return out
+
+
 @torch.no_grad()
+def score_object_centricity(
+    inputs: Sequence[dict],
+    k: int,
+    model: Optional[torch.nn.Module] = None,
+    paint_stride: int = 4,
+    kmeans_iters: int = 10,
+    seed: int = 0,
+    batch_size: int = 4,
+    log_period: int = 20,
+) -> ObjectCentricity:
+    """Scores ``load_eval_inputs``'s images.
+
+    Args:
+        k: clusters per image.
+        model: an R2O model in eval mode whose ``predict_masks(batched_inputs, k, seed=)``
+            gives the clusters; None: the SLIC-alone control, clustered with
+            ``paint_stride`` and ``kmeans_iters`` (MODEL.R2O.KMEANS.*).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    result = ObjectCentricity()
+    for start in range(0, len(inputs), batch_size):
+        batch = list(inputs[start : start + batch_size])
+        if model is None:
+            whole = torch.stack([x["r2o_views"]["whole"] for x in batch])
+            superpixels = torch.stack([x["r2o_views"]["superpixels"] for x in batch])
+            maps = slic_color_maps(whole, superpixels, k, paint_stride, kmeans_iters, seed)
+        else:
+            maps = model.predict_masks(batch, k, seed=seed)
+        for x, m in zip(batch, maps):
+            gt = x["gt_masks"]
+            clusters = hard_clusters(m.cpu(), tuple(gt.shape[-2:]))
+            result.add(image_score(matched_ious(gt, clusters, m.shape[0]), x["isthing"]), x["file_name"])
+        done = start + len(batch)
+        if done // log_period > start // log_period or done == len(inputs):
+            logger.info("object-centricity: %d / %d images, %s", done, len(inputs), format_summary(result.summary()))
+    return result
+
+
 def evaluate_object_centricity(
     cfg,
     model: Optional[torch.nn.Module],
@@ -248,48 +320,7 @@ def evaluate_object_centricity(
     batch_size: int = 4,
     log_period: int = 20,
 ) -> ObjectCentricity:
-    """Scores the first ``num_images`` images of a panoptic dataset.
-
-    Args:
-        cfg: an R2O config (MODEL.R2O.VIEWS.* make the whole image and its
-            superpixels; MODEL.R2O.KMEANS.* the SLIC control's clustering).
-        model: an R2O model in eval mode whose ``predict_masks(batched_inputs, k)``
-            gives the clusters; None: the SLIC-alone control.
-        dataset_name: a registered dataset with panoptic annotations.
-        k: clusters per image.
-    """
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    dicts = DatasetCatalog.get(dataset_name)
-    if not dicts or "segments_info" not in dicts[0]:
-        raise ValueError(
-            f"{dataset_name}: needs panoptic ground truth (pan_seg_file_name + segments_info), "
-            "e.g. toy_panoptic_val"
-        )
-    dicts = dicts[: num_images if num_images > 0 else len(dicts)]
-    meta = MetadataCatalog.get(dataset_name)
-    thing_ids = meta.get("thing_dataset_id_to_contiguous_id", {}).values()
-    mapper = evaluation_mapper(cfg)
-    r = cfg.MODEL.R2O
-    result = ObjectCentricity()
-    for start in range(0, len(dicts), batch_size):
-        batch = [mapper(d) for d in dicts[start : start + batch_size]]
-        if model is None:
-            whole = torch.stack([x["r2o_views"]["whole"] for x in batch])
-            superpixels = torch.stack([x["r2o_views"]["superpixels"] for x in batch])
-            maps = slic_color_maps(whole, superpixels, k, r.KMEANS.PAINT_STRIDE, r.KMEANS.NUM_ITERS, seed)
-        else:
-            maps = model.predict_masks(batch, k, seed=seed)
-        for x, m in zip(batch, maps):
-            segments = x["segments"]
-            gt = segments.gt_masks
-            clusters = hard_clusters(m.cpu(), tuple(gt.shape[-2:]))
-            ious = matched_ious(gt, clusters, m.shape[0])
-            flags = thing_flags(segments.gt_classes, x.get("segments_info", ()), thing_ids)
-            result.add(image_score(ious, flags), x.get("file_name", ""))
-        done = min(start + batch_size, len(dicts))
-        if done // log_period > (done - len(batch)) // log_period or done == len(dicts):
-            logger.info("object-centricity: %d / %d images, %s", done, len(dicts), format_summary(result.summary()))
-    return result
+    """``load_eval_inputs`` + ``score_object_centricity`` for one model (None: SLIC alone) and k."""
+    inputs = load_eval_inputs(cfg, dataset_name, num_images, log_period)
+    r = cfg.MODEL.R2O.KMEANS
+    return score_object_centricity(inputs, k, model, r.PAINT_STRIDE, r.NUM_ITERS, seed, batch_size, log_period)

@@ -27,10 +27,35 @@ def test_tool_writes_json(tiny_toy, tmp_path, capsys, mode):
     argv = ["--config-file", R2O_TOY, *extra, "--k", "4", "--num-images", "2", "--output", str(out), *SMALL]
     assert tool.main(argv) == 0
     record = json.loads(out.read_text())
-    assert record["mode"] == mode and record["k"] == 4 and record["num_images"] == 2
-    assert len(record["per_image"]) == 2 and 0.0 <= record["miou"] <= 1.0
+    assert record["num_images"] == 2 and len(record["results"]) == 1
+    (r,) = record["results"]
+    assert r["mode"] == mode and r["k"] == 4 and r["num_images"] == 2
+    assert len(r["per_image"]) == 2 and 0.0 <= r["miou"] <= 1.0
     label = "SLIC alone" if mode == "slic" else "random init"
     assert f"{label}, k=4, toy_panoptic_val: mIoU" in capsys.readouterr().out
+
+
+def test_several_checkpoints_and_k_on_the_same_images(tiny_toy, tmp_path):
+    """A saved R2O checkpoint and random init, k = 2 and 4: four results; a checkpoint's
+    iteration is recorded, and the same weights and k give the same score as alone."""
+    import d2ext_projects  # noqa: F401
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from d2ext.engine.setup import load_cfg
+
+    model = build_model(load_cfg(R2O_TOY, SMALL))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_0000009", iteration=9)
+    ckpt = str(tmp_path / "model_0000009.pth")
+    out = tmp_path / "oc.json"
+    common = ["--config-file", R2O_TOY, "--num-images", "2", "--output", str(out)]
+    assert tool.main([*common, "--weights", ckpt, "", "--k", "2", "4", "--", *SMALL]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [(r["mode"], r["k"], r["iteration"]) for r in results] == [
+        ("model", 2, 9), ("model", 4, 9), ("random_init", 2, None), ("random_init", 4, None)
+    ]
+    assert tool.main([*common, "--weights", ckpt, "--k", "4", "--", *SMALL]) == 0
+    assert json.loads(out.read_text())["results"][0]["miou"] == pytest.approx(results[1]["miou"])
 
 
 def test_a_config_without_predict_masks_is_refused(tiny_toy):

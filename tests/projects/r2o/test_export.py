@@ -186,3 +186,28 @@ def test_a_model_with_two_resnets_is_refused():
     resnets = [build_resnet_backbone(cfg, ShapeSpec(channels=3)) for _ in range(2)]
     with pytest.raises(ExportError, match=r"2 detectron2 ResNets \['backbone', 'target_backbone'\]"):
         find_resnet(Two(*resnets), "two")
+
+
+def test_a_checkpoint_of_the_r2o_model_exports_both_encoders(tmp_path):
+    """The R2O model's own checkpoint (DetectionCheckpointer, as training saves it):
+    the online encoder's export equals model.backbone's state, the target's
+    model.target_backbone's, and it loads into the toy Semantic FPN."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    cfg = load_cfg(
+        os.path.join(REPO_ROOT, "configs", "r2o", "toy", "r2o_R18_toy.yaml"),
+        ["MODEL.R2O.PROJECTOR_HIDDEN", "32", "MODEL.R2O.PREDICTOR_HIDDEN", "32", "MODEL.R2O.PROJECTOR_DIM", "16"],
+    )
+    model = build_model(cfg)
+    with torch.no_grad():  # the two encoders apart, as after training
+        for p in model.target_backbone.parameters():
+            p.add_(1.0)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_final", iteration=5)
+    checkpoint = str(tmp_path / "model_final.pth")
+    for encoder, module in (("online", model.backbone), ("target", model.target_backbone)):
+        arrays = export_backbone(checkpoint, str(tmp_path / f"{encoder}.pkl"), encoder)
+        state = module.state_dict()
+        assert set(arrays) == set(state)
+        assert all(torch.equal(torch.as_tensor(arrays[k]), v) for k, v in state.items())
+    check = check_export(build_model(load_cfg(SEMANTIC_FPN, ["MODEL.DEVICE", "cpu"])), str(tmp_path / "online.pkl"))
+    assert check.ok and check.num_loaded == check.num_backbone_keys, check.problems()
