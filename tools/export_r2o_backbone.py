@@ -61,10 +61,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--check-config", nargs="+", action="extend", default=[], metavar="CFG",
                         help="config files to load the export into and verify")
     parser.add_argument("--verbose", action="store_true",
-                        help="keep detectron2's table of matched weights and fvcore's list of the (head) keys left random")
+                        help="keep detectron2's table of matched weights and fvcore's list of "
+                        "the (head) keys left random")
     args = parser.parse_args(argv)
     if not args.output.endswith(".pkl"):
-        parser.error(f"--output {args.output}: must end with .pkl (DetectionCheckpointer picks the format by extension)")
+        parser.error(
+            f"--output {args.output}: must end with .pkl (DetectionCheckpointer picks the format by extension)"
+        )
     return args
 
 

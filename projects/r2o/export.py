@@ -73,7 +73,9 @@ def load_model_state(checkpoint: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def encoder_arrays(state: Dict[str, torch.Tensor], encoder: str = "online", source: str = "checkpoint") -> "OrderedDict[str, np.ndarray]":
+def encoder_arrays(
+    state: Dict[str, torch.Tensor], encoder: str = "online", source: str = "checkpoint"
+) -> "OrderedDict[str, np.ndarray]":
     """The ResNet of one R2O encoder as ``{plain ResNet name: array}``.
 
     Args:

@@ -27,7 +27,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -266,7 +265,9 @@ def load_eval_inputs(cfg, dataset_name: str, num_images: int = 100, log_period: 
             "isthing": thing_flags(segments.gt_classes, x.get("segments_info", ()), thing_ids),
         })
         if (i + 1) % log_period == 0 or i + 1 == len(dicts):
-            logger.info("object-centricity: mapped %d / %d images of %s (SLIC included)", i + 1, len(dicts), dataset_name)
+            logger.info(
+                "object-centricity: mapped %d / %d images of %s (SLIC included)", i + 1, len(dicts), dataset_name
+            )
     return out
 
 
