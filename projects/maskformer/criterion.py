@@ -84,7 +84,15 @@ class SetCriterion(nn.Module):
         self.at_target_resolution = at_target_resolution
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
-        self.register_buffer("empty_weight", empty_weight, persistent=False)
+        # Persistent, as the official SetCriterion's: its checkpoints have the key.
+        self.register_buffer("empty_weight", empty_weight)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # empty_weight follows the config (NO_OBJECT_WEIGHT), not the checkpoint: the
+        # official code would take the checkpoint's value instead (README), and d2ext's
+        # earlier checkpoints lack the key. Either way the key counts as loaded.
+        state_dict[prefix + "empty_weight"] = self.empty_weight.detach().clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ pieces
     @staticmethod

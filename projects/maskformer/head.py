@@ -9,6 +9,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
+from .checkpoint_keys import upgrade_head_keys
 from .pixel_decoder import build_pixel_decoder
 from .predictor import TransformerPredictor
 
@@ -19,6 +20,10 @@ _IN_FEATURES = ("transformer_encoder", "pixel_embedding")
 
 @SEM_SEG_HEADS_REGISTRY.register()
 class MaskFormerHead(nn.Module):
+    """Parameter names are the official MaskFormer's (``pixel_decoder.adapter_i`` /
+    ``layer_i``, ``predictor.transformer.{encoder,decoder}``, ...); the official .pkl
+    layout and d2ext's earlier names are renamed on load (checkpoint_keys.py)."""
+
     @configurable
     def __init__(
         self,
@@ -82,3 +87,9 @@ class MaskFormerHead(nn.Module):
         else:
             x = features[self.transformer_in_feature]
         return self.predictor(x, mask_features)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Called before the children load: older key layouts (the official .pkl's,
+        # d2ext's earlier names) are renamed here, in checkpoint_keys.py only.
+        upgrade_head_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -8,13 +8,16 @@ Chosen by ``MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``:
   on the lowest-resolution feature first; its output is also offered to the
   transformer decoder (``TRANSFORMER_IN_FEATURE: "transformer_encoder"``).
 
+Parameter names are the official MaskFormer's (``adapter_i``, ``layer_i``,
+``mask_features``, ``input_proj``, ``transformer.encoder``), so its checkpoints load.
+
 Both return ``(mask_features, transformer_encoder_features)``:
 (B, MASK_DIM, H/s, W/s) with s the finest stride of ``IN_FEATURES`` (4 for
 res2), and (B, CONVS_DIM, H/32, W/32) or None.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -28,6 +31,7 @@ from .transformer import (
     PositionEmbeddingSine,
     TransformerEncoder,
     TransformerEncoderLayer,
+    TransformerParts,
     reset_transformer_parameters,
 )
 
@@ -71,14 +75,22 @@ class BasePixelDecoder(nn.Module):
         # finest first
         self.in_features = sorted(input_shape, key=lambda k: input_shape[k].stride)
         channels = [input_shape[k].channels for k in self.in_features]
-        self.lateral_convs = nn.ModuleList()
-        self.output_convs = nn.ModuleList()
+        # The official MaskFormer's names, so its checkpoints load: level i (1 = finest)
+        # has ``adapter_i`` (1x1 lateral conv; none at the coarsest level, whose output
+        # conv reads it directly) and ``layer_i`` (3x3 output conv). The lists below only
+        # index them (finest first); being plain lists, they register nothing twice.
+        self.lateral_convs: List[Optional[nn.Module]] = []
+        self.output_convs: List[nn.Module] = []
         for i, ch in enumerate(channels):
             coarsest = i == len(channels) - 1
-            # the coarsest level has no lateral conv: its output conv reads it directly
-            self.lateral_convs.append(nn.Identity() if coarsest else _conv(ch, conv_dim, 1, norm, False))
+            lateral = None if coarsest else _conv(ch, conv_dim, 1, norm, False)
+            if lateral is not None:
+                self.add_module(f"adapter_{i + 1}", lateral)
             out_in = self._top_channels(ch, conv_dim) if coarsest else conv_dim
-            self.output_convs.append(_conv(out_in, conv_dim, 3, norm, True))
+            output = _conv(out_in, conv_dim, 3, norm, True)
+            self.add_module(f"layer_{i + 1}", output)
+            self.lateral_convs.append(lateral)
+            self.output_convs.append(output)
         self.mask_features = _conv(conv_dim, mask_dim, 3, "", False)
         self.conv_dim = conv_dim
         self.mask_dim = mask_dim
@@ -140,7 +152,10 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
         self.input_proj = nn.Conv2d(input_shape[coarsest].channels, conv_dim, kernel_size=1)
         weight_init.c2_xavier_fill(self.input_proj)
         layer = TransformerEncoderLayer(conv_dim, nheads, dim_feedforward, dropout, "relu", pre_norm)
-        self.transformer = TransformerEncoder(layer, enc_layers, nn.LayerNorm(conv_dim) if pre_norm else None)
+        # ``transformer.encoder``: the official nesting (its TransformerEncoderOnly)
+        self.transformer = TransformerParts(
+            encoder=TransformerEncoder(layer, enc_layers, nn.LayerNorm(conv_dim) if pre_norm else None)
+        )
         reset_transformer_parameters(self.transformer)
         self.pe_layer = PositionEmbeddingSine(conv_dim // 2)
 
@@ -165,7 +180,7 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
         x = self.input_proj(x)
         b, c, h, w = x.shape
         pos = self.pe_layer(x).flatten(2).transpose(1, 2)  # (B, h*w, C)
-        encoded = self.transformer(x.flatten(2).transpose(1, 2), pos)
+        encoded = self.transformer.encoder(x.flatten(2).transpose(1, 2), pos)
         encoded = encoded.transpose(1, 2).reshape(b, c, h, w)
         return encoded, encoded
 

@@ -20,6 +20,7 @@ from .transformer import (
     TransformerDecoderLayer,
     TransformerEncoder,
     TransformerEncoderLayer,
+    TransformerParts,
     reset_transformer_parameters,
 )
 
@@ -75,11 +76,13 @@ class TransformerPredictor(nn.Module):
         self.deep_supervision = deep_supervision
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         enc = TransformerEncoderLayer(hidden_dim, nheads, dim_feedforward, dropout, "relu", pre_norm)
-        self.encoder = TransformerEncoder(enc, enc_layers, nn.LayerNorm(hidden_dim) if pre_norm else None)
         dec = TransformerDecoderLayer(hidden_dim, nheads, dim_feedforward, dropout, "relu", pre_norm)
-        self.decoder = TransformerDecoder(dec, dec_layers, nn.LayerNorm(hidden_dim))
-        reset_transformer_parameters(self.encoder)
-        reset_transformer_parameters(self.decoder)
+        # ``transformer.encoder`` / ``transformer.decoder``: the official nesting
+        self.transformer = TransformerParts(
+            encoder=TransformerEncoder(enc, enc_layers, nn.LayerNorm(hidden_dim) if pre_norm else None),
+            decoder=TransformerDecoder(dec, dec_layers, nn.LayerNorm(hidden_dim)),
+        )
+        reset_transformer_parameters(self.transformer)
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         if in_channels != hidden_dim or enforce_input_project:
             self.input_proj = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
@@ -121,9 +124,9 @@ class TransformerPredictor(nn.Module):
         """
         b = x.shape[0]
         pos = self.pe_layer(x).flatten(2).transpose(1, 2)  # (B, h*w, C)
-        memory = self.encoder(self.input_proj(x).flatten(2).transpose(1, 2), pos)
+        memory = self.transformer.encoder(self.input_proj(x).flatten(2).transpose(1, 2), pos)
         query_pos = self.query_embed.weight[None].expand(b, -1, -1)  # (B, Q, C)
-        hs = self.decoder(torch.zeros_like(query_pos), memory, pos, query_pos)  # (L, B, Q, C)
+        hs = self.transformer.decoder(torch.zeros_like(query_pos), memory, pos, query_pos)  # (L, B, Q, C)
         if not (self.training and self.deep_supervision):
             hs = hs[-1:]
         logits = self.class_embed(hs)  # (L', B, Q, K + 1)

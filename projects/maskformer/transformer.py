@@ -20,6 +20,7 @@ __all__ = [
     "TransformerDecoderLayer",
     "TransformerEncoder",
     "TransformerEncoderLayer",
+    "TransformerParts",
 ]
 
 
@@ -136,7 +137,8 @@ class TransformerDecoderLayer(nn.Module):
     ):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
-        self.cross_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        # ``multihead_attn``: the official (DETR's) name of the cross-attention
+        self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -167,7 +169,7 @@ class TransformerDecoderLayer(nn.Module):
 
         def attend_memory(x):
             k = _with_pos(memory, pos)
-            return self.cross_attn(_with_pos(x, query_pos), k, memory, need_weights=False)[0]
+            return self.multihead_attn(_with_pos(x, query_pos), k, memory, need_weights=False)[0]
 
         pre = self.normalize_before
         tgt = _residual(tgt, attend_queries, self.norm1, self.dropout1, pre)
@@ -214,6 +216,20 @@ class TransformerDecoder(nn.Module):
             tgt = layer(tgt, memory, pos, query_pos)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
+
+
+class TransformerParts(nn.Module):
+    """Holds an encoder and/or a decoder under the names ``encoder`` / ``decoder``: the
+    official MaskFormer nests them in a ``transformer`` module (its DETR Transformer and
+    TransformerEncoderOnly), so its parameter names are ``transformer.encoder.*`` and
+    ``transformer.decoder.*``. No forward: the owner calls the parts."""
+
+    def __init__(self, encoder: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None):
+        super().__init__()
+        if encoder is not None:
+            self.encoder = encoder
+        if decoder is not None:
+            self.decoder = decoder
 
 
 def reset_transformer_parameters(module: nn.Module) -> None:

@@ -41,9 +41,8 @@ def test_layer_equals_torch_layer(ours_cls, torch_cls, inputs, pre_norm):
     torch.manual_seed(0)
     ours = _with_distinct_norms(ours_cls(D, HEADS, FFN, dropout=0.1, normalize_before=pre_norm))
     reference = torch_cls(D, HEADS, FFN, dropout=0.1, batch_first=True, norm_first=pre_norm).eval()
-    # Same parameter names, except torch's name for the decoder's cross-attention.
-    state = {k.replace("cross_attn", "multihead_attn"): v for k, v in ours.state_dict().items()}
-    reference.load_state_dict(state)
+    # Same parameter names (torch's and the official MaskFormer's are DETR's).
+    reference.load_state_dict(ours.state_dict())
     x = inputs()
     with torch.no_grad():
         torch.testing.assert_close(ours(*x), reference(*x))
@@ -79,7 +78,7 @@ def test_decoder_positions_enter_queries_and_keys_not_values(pre_norm):
     with torch.no_grad():
         out = layer(tgt, memory, pos, query_pos)
         self_attn = lambda t: layer.self_attn(t + query_pos, t + query_pos, t)[0]  # noqa: E731
-        cross_attn = lambda t: layer.cross_attn(t + query_pos, memory + pos, memory)[0]  # noqa: E731
+        cross_attn = lambda t: layer.multihead_attn(t + query_pos, memory + pos, memory)[0]  # noqa: E731
         x = _block(tgt, self_attn, layer.norm1, pre_norm)
         x = _block(x, cross_attn, layer.norm2, pre_norm)
         expected = _block(x, layer._ffn, layer.norm3, pre_norm)
