@@ -29,7 +29,9 @@ def mask_pool(features: torch.Tensor, masks: torch.Tensor, eps: float = 1e-6) ->
     vector of a mask smaller than one cell; here it is always the weighted mean.
     """
     if features.shape[0] != masks.shape[0] or features.shape[-2:] != masks.shape[-2:]:
-        raise ValueError(f"mask_pool: features {tuple(features.shape)} and masks {tuple(masks.shape)} differ in B or (h, w)")
+        raise ValueError(
+            f"mask_pool: features {tuple(features.shape)} and masks {tuple(masks.shape)} differ in B or (h, w)"
+        )
     masks = masks.to(features.dtype)
     weight_sum = masks.sum(dim=(2, 3))  # (B, K)
     pooled = torch.einsum("bkhw,bchw->bkc", masks, features) / weight_sum.clamp_min(eps)[..., None]

@@ -253,13 +253,19 @@ class R2O(nn.Module):
             (B, k', g, g) per-cluster area fractions, k' the clusters K-means returned.
         """
         feats = backbone_features(self.target_backbone, whole, [self.mask_feature])[self.mask_feature]
+        return self._cluster(feats, superpixels, k, generator)
+
+    def _cluster(
+        self, feats: torch.Tensor, superpixels: torch.Tensor, k: int, generator: torch.Generator
+    ) -> Tuple[torch.Tensor, int]:
+        """(B, C, h, w) MASK_FEATURE maps -> (B, k', g, g) cluster maps and k'."""
         embeddings, image_index, region_index = superpixel_pool(feats, superpixels)
         embeddings = F.normalize(embeddings.float(), dim=-1)
         labels, centroids = kmeans(embeddings, k, self.kmeans_iters, generator)
         num_clusters = centroids.shape[0]
-        table = region_label_table(labels, image_index, region_index, whole.shape[0], int(superpixels.max()) + 1)
-        maps = paint_clusters(superpixels, table, num_clusters, self.paint_stride)
-        return maps, num_clusters
+        num_regions = int(superpixels.max()) + 1
+        table = region_label_table(labels, image_index, region_index, feats.shape[0], num_regions)
+        return paint_clusters(superpixels, table, num_clusters, self.paint_stride), num_clusters
 
     @torch.no_grad()
     def predict_masks(
@@ -271,27 +277,27 @@ class R2O(nn.Module):
             batched_inputs: dicts with "r2o_views" (only "whole" and "superpixels" are read).
             k: clusters per image (``joint=False``) or of the batch (``joint=True``,
                 as training clusters); capped at the regions available.
-            seed: of the K-means generator (the same seed gives the same masks).
+            seed: of the K-means generator (the same seed gives the same masks;
+                each image's clustering starts from a generator seeded by it).
 
         Returns:
             per image, a (k, G / PAINT_STRIDE, G / PAINT_STRIDE) float map of
             per-cluster area fractions (summing to 1 over k at every cell);
-            clusters K-means could not form (fewer regions than k) are all-zero.
+            clusters K-means could not form (fewer distinct regions than k) are all-zero.
 
         The target encoder runs in the modules' current mode: call ``model.eval()``
-        first for running batch-norm statistics (training uses batch statistics
-        over the batch's whole images, so train mode depends on the batch).
+        first for running batch-norm statistics (in train mode its normalisation
+        depends on the batch, as in training).
         """
         whole = self._normalize(self._stack(batched_inputs, "whole"))
         superpixels = self._stack(batched_inputs, "superpixels")
-        if joint:
-            groups = [list(range(len(batched_inputs)))]
-        else:
-            groups = [[i] for i in range(len(batched_inputs))]
-        out: List[Optional[torch.Tensor]] = [None] * len(batched_inputs)
+        feats = backbone_features(self.target_backbone, whole, [self.mask_feature])[self.mask_feature]
+        n = len(batched_inputs)
+        groups = [list(range(n))] if joint else [[i] for i in range(n)]
+        out: List[Optional[torch.Tensor]] = [None] * n
         for group in groups:
             generator = torch.Generator().manual_seed(seed)
-            maps, num = self.cluster_maps(whole[group], superpixels[group], k, generator)
+            maps, num = self._cluster(feats[group], superpixels[group], k, generator)
             if num < k:
                 maps = F.pad(maps, (0, 0, 0, 0, 0, k - num))
             for j, i in enumerate(group):
@@ -314,14 +320,17 @@ class R2O(nn.Module):
         return view_masks(maps, boxes, flips, whole.shape[-1], views_hw), num
 
     def forward(self, batched_inputs: List[dict]):
-        """Training: {"loss_r2o": scalar}. Eval: one empty dict per image (see the module docstring)."""
+        """Training: {"loss_r2o": scalar}, inside detectron2's EventStorage (its
+        iteration picks K and seeds K-means). Eval: one empty dict per image
+        (see the module docstring)."""
         if not self.training:
             return [{} for _ in batched_inputs]
         self._check_inputs(batched_inputs)
         storage = get_event_storage()
         iteration = storage.iter
         b = len(batched_inputs)
-        views = self._normalize(torch.cat([self._stack(batched_inputs, "view1"), self._stack(batched_inputs, "view2")]))
+        views = torch.cat([self._stack(batched_inputs, "view1"), self._stack(batched_inputs, "view2")])
+        views = self._normalize(views)  # (2B, 3, S, S): view 1 of every image, then view 2
 
         online = self.backbone(views)[self.feature]  # (2B, C, h, w)
         masks, num_clusters = self.view_masks(batched_inputs, tuple(online.shape[-2:]), iteration)
@@ -332,7 +341,8 @@ class R2O(nn.Module):
         pooled2, area2 = mask_pool(online[b:], masks[:, 1])
         valid = valid_mask_pairs(area1, area2, self.min_mask_area)  # (B, K)
         num_masks = int(valid.sum())
-        storage.put_scalar("r2o/k", float(self.k_at(iteration)) if self.mode == "r2o" else 1.0, smoothing_hint=False)
+        k = self.k_at(iteration) if self.mode == "r2o" else 1
+        storage.put_scalar("r2o/k", float(k), smoothing_hint=False)
         storage.put_scalar("r2o/clusters", float(num_clusters), smoothing_hint=False)
         storage.put_scalar("r2o/masks_per_image", num_masks / b)
 

@@ -219,3 +219,19 @@ def test_two_iterations_through_the_trainer(config, isolated_catalogs, unlabeled
     scalars = trainer.storage.latest()
     assert "r2o/momentum" in scalars and "r2o/masks_per_image" in scalars
     assert torch.isfinite(torch.tensor(scalars["total_loss"][0]))
+
+
+def test_lr_scaled_by_k_through_the_trainer(isolated_catalogs, unlabeled_root, tmp_path):
+    toy.register_toy_unlabeled(unlabeled_root, 4)
+    opts = ["SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(tmp_path), "SOLVER.CHECKPOINT_PERIOD", "1000",
+            "MODEL.R2O.LR_SCALE_K_DIVISOR", "4"]
+    cfg = tiny_cfg(R2O_TOY, opts)
+    cfg.freeze()
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    lrs = [lr for lr, _ in trainer.storage.history("lr").values()]
+    # Warm-up from 0 over 1 iteration, then the cosine over 2 iterations: 0, base / 2;
+    # K over 2 iterations of one each: 16, then 2.
+    base = cfg.SOLVER.BASE_LR
+    assert lrs == pytest.approx([0.0, base * 0.5 * 2 / 4])
