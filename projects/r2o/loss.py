@@ -66,7 +66,7 @@ def r2o_loss(
         l = :func:`regression_loss`: the two directions are AVERAGED, as the
         reference does (it divides the sum over both directions by twice the
         mask count); BYOL's paper sums them, which is twice this value.
-        M = 0 gives 0 (see the model for keeping the graph connected).
+        M = 0 gives 0, still connected to the inputs' graph.
     """
     if pred1.shape[0] == 0:
         return pred1.sum() * 0.0

@@ -347,13 +347,10 @@ class R2O(nn.Module):
         storage.put_scalar("r2o/masks_per_image", num_masks / b)
 
         if num_masks == 0:
-            # No mask in both views: a zero loss that still reaches every trainable
-            # parameter (DistributedDataParallel expects gradients for all of them).
             logger.warning("R2O: no mask covers MODEL.R2O.MIN_MASK_AREA of both views at iteration %d", iteration)
-            zero = online.sum() * 0.0 + sum(p.sum() * 0.0 for p in self.projector.parameters())
-            zero = zero + sum(p.sum() * 0.0 for p in self.predictor.parameters())
-            return {"loss_r2o": zero}
-
+        # The heads run even on no masks ((0, C) rows): the loss is then 0 but every
+        # trainable parameter is in the graph, as DistributedDataParallel needs, and a
+        # synchronised batch norm's collective is not skipped on one rank only.
         z = torch.cat([pooled1[valid], pooled2[valid]])  # (2M, C)
         q = self.predictor(self.projector(z))
         with torch.no_grad():

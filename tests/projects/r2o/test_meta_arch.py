@@ -162,6 +162,19 @@ def test_no_gradient_reaches_the_target_networks():
     assert model.projector.linear1.weight.grad.abs().sum() > 0
 
 
+def test_no_mask_in_both_views_gives_zero_loss_with_every_parameter_in_the_graph():
+    model = build()
+    model.train()
+    model.min_mask_area = 2.0  # no mask can cover more than the whole view
+    with EventStorage(0) as storage:
+        loss = model(make_batch())["loss_r2o"]
+        assert storage.latest()["r2o/masks_per_image"][0] == 0
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert all(torch.isfinite(b.float()).all() for b in model.projector.buffers())  # BN on no rows: unchanged
+
+
 def test_predict_masks_per_image_and_joint():
     model = build()
     model.eval()
