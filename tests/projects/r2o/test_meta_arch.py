@@ -248,3 +248,33 @@ def test_lr_scaled_by_k_through_the_trainer(isolated_catalogs, unlabeled_root, t
     # K over 2 iterations of one each: 16, then 2.
     base = cfg.SOLVER.BASE_LR
     assert lrs == pytest.approx([0.0, base * 0.5 * 2 / 4])
+
+
+def test_a_resumed_run_trains_as_an_uninterrupted_one(isolated_catalogs, unlabeled_root, tmp_path):
+    """Iteration 1 resumed from iteration 0's checkpoint ends with the same weights,
+    target networks included: K, the K-means seed, the EMA momentum and the LR
+    scaling all follow from the iteration."""
+    import shutil
+
+    toy.register_toy_unlabeled(unlabeled_root, 4)
+
+    def run(output_dir, resume):
+        opts = ["SOLVER.MAX_ITER", "2", "OUTPUT_DIR", str(output_dir), "SOLVER.CHECKPOINT_PERIOD", "1",
+                "MODEL.R2O.LR_SCALE_K_DIVISOR", "4"]
+        cfg = tiny_cfg(R2O_TOY, opts)
+        cfg.freeze()
+        torch.manual_seed(0)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=resume)
+        trainer.train()
+        return trainer.model.state_dict()
+
+    whole = run(tmp_path / "whole", resume=False)
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copy(tmp_path / "whole" / "model_0000000.pth", resumed_dir / "model_0000000.pth")
+    (resumed_dir / "last_checkpoint").write_text("model_0000000.pth")
+    resumed = run(resumed_dir, resume=True)
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
