@@ -160,6 +160,8 @@ class R2O(nn.Module):
         self.feature = feature
         self.max_iter = max_iter
         self.k_start, self.k_end, self.k_update_period = k_start, k_end, k_update_period
+        if mode == "r2o":
+            self.k_at(0)  # a bad MODEL.R2O.KMEANS.K_* fails here, naming the key, not at the first step
         self.kmeans_iters = kmeans_iters
         self.paint_stride = paint_stride
         self.min_mask_area = min_mask_area

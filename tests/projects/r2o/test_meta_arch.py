@@ -100,6 +100,8 @@ def test_missing_backbone_output_names_the_config_key():
     build(BYOL_TOY, opts=["MODEL.RESNETS.OUT_FEATURES", "['res5']"])  # BYOL needs FEATURE only
     with pytest.raises(ValueError, match="MODEL.R2O.MODE"):
         build(opts=["MODEL.R2O.MODE", "detcon"])
+    with pytest.raises(ValueError, match="MODEL.R2O.KMEANS.K_START"):
+        build(opts=["MODEL.R2O.KMEANS.K_START", "1"])  # below K_END: K only falls
 
 
 @pytest.mark.parametrize("config", [R2O_TOY, BYOL_TOY])
