@@ -181,7 +181,10 @@ class TransformerEncoderPixelDecoder(BasePixelDecoder):
         b, c, h, w = x.shape
         pos = self.pe_layer(x).flatten(2).transpose(1, 2)  # (B, h*w, C)
         encoded = self.transformer.encoder(x.flatten(2).transpose(1, 2), pos)
-        encoded = encoded.transpose(1, 2).reshape(b, c, h, w)
+        # contiguous: the reshaped view has channels-last strides, which would send the
+        # convs reading it down another kernel path than the official code's (float32
+        # rounding differences, amplified by GroupNorm over few positions)
+        encoded = encoded.transpose(1, 2).reshape(b, c, h, w).contiguous()
         return encoded, encoded
 
 
