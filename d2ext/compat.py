@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import os
 import sys
 import types
 from typing import List
@@ -109,6 +110,34 @@ def _pkg_resources() -> None:
     module.resource_filename = resource_filename
     sys.modules["pkg_resources"] = module
     APPLIED.append("pkg_resources.resource_filename")
+
+
+def tracing_adapter() -> type:
+    """detectron2's ``TracingAdapter`` (flattens dict / Instances inputs and outputs for tracing).
+
+    detectron2 0.6's ``detectron2.export/__init__`` imports ``caffe2`` (gone from
+    torch since 2.0), so nothing in the package imports; its ``flatten`` module
+    needs no caffe2 and is then loaded under a bare ``detectron2.export`` package
+    (its other modules stay importable by name, except the caffe2 ones). Called
+    by d2ext.deploy when it exports, not on ``import d2ext``.
+    """
+    try:
+        from detectron2.export import TracingAdapter
+
+        return TracingAdapter
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("caffe2"):
+            raise
+    import detectron2
+
+    package = types.ModuleType("detectron2.export")
+    package.__path__ = [os.path.join(os.path.dirname(detectron2.__file__), "export")]
+    sys.modules["detectron2.export"] = package
+    from detectron2.export.flatten import TracingAdapter
+
+    package.TracingAdapter = TracingAdapter
+    APPLIED.append("detectron2.export without caffe2")
+    return TracingAdapter
 
 
 def create_local_process_group(num_workers_per_machine: int) -> None:

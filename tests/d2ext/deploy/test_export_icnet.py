@@ -1,0 +1,12 @@
+"""ICNet (both variants) exported to ONNX (run on ONNX Runtime CPU) and TorchScript equals eager."""
+import pytest
+
+from .semantic_checks import check_semantic_export
+
+CONFIGS = ["configs/icnet/toy/icnet_R18_toy.yaml", "configs/icnet/toy/icnet_R18_feature_toy.yaml"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_icnet_export_matches_eager(config, fmt, tmp_path):
+    check_semantic_export(config, fmt, tmp_path)
