@@ -22,6 +22,14 @@ Tasks (latency is the median over ``--iters`` warm calls, after ``--warmup``):
   images with random ground truth for the targets the model declares.
 - data: the time to get one batch from the Trainer's train loader.
 
+``--backend onnxruntime`` (inference) also exports each config's model
+(``d2ext.deploy``: batch norms folded, traced at the input size) and times it on
+ONNX Runtime (CUDA provider with --device cuda where onnxruntime has it, else
+CPU; ``--threads`` threads) interleaved with the eager model, on the same
+input and with the same post-processing (sem_seg at the input size; instance
+masks pasted). Rows ``<role>_onnxruntime``; ``ratio_onnxruntime`` is
+onnxruntime / eager per config.
+
 ``--compare CFG2`` benchmarks a second config in the same run, alternating the
 two models' calls so that a busy period of the machine slows both alike, and
 reports the ratios CFG2 / CFG. Trailing ``KEY VALUE`` pairs apply to both;
@@ -37,12 +45,14 @@ Output: one Markdown table row per config (with its header) on stdout, and with
 from __future__ import annotations
 
 import argparse
+import copy
 import itertools
 import json
 import logging
 import os
 import shlex
 import sys
+import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration; needs `make setup`)
@@ -74,7 +84,9 @@ RESULT_KEYS = (
     "latency_ms_max", "latency_ms_stdev", "latency_ms_all", "latency_ms_per_image",
     "images_per_s", "peak_memory_mb", "peak_memory_kind", "peak_memory_reset", "gflops",
     "gflops_by_module", "flops_unsupported_ops", "params", "params_trainable", "weights",
+    "backend",
 )
+BACKENDS = ("pytorch", "onnxruntime")
 RATIO_KEYS = ("latency_ms_median", "images_per_s", "peak_memory_mb", "gflops", "params")
 
 MARKDOWN_HEADER = (
@@ -128,6 +140,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--amp", action="store_true",
         help="inference under torch.autocast: fp16 on CUDA, bf16 on CPU (reported as 'precision')",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="pytorch",
+        help="onnxruntime: also time each model exported to ONNX on ONNX Runtime, "
+        "interleaved with eager PyTorch (inference, one image per call)",
     )
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--output", default=None, metavar="JSON", help="write results here")
@@ -300,6 +317,39 @@ class _Run:
         return lambda: next(it)
 
 
+class _ExportedRun:
+    """An inference _Run's model exported to ONNX and run on ONNX Runtime, same input."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, source: _Run, args, directory: str):
+        from d2ext.deploy import default_task, export_model, instances_from_outputs, load_exported
+
+        self.role, self.config_file, self.opts = f"{source.role}_onnxruntime", source.config_file, source.opts
+        self.own_opts, self.cfg, self.task = source.own_opts + ["[onnxruntime]"], source.cfg, source.task
+        self.batch_size, self.precision, self.input_size = 1, "fp32", source.input_size
+        self.model: Optional[torch.nn.Module] = None  # no parameters or FLOPs of its own
+        self.inputs = source.inputs
+        model = copy.deepcopy(source.model)
+        fold_batch_norms(model)  # the export is folded whatever --fold-bn says of eager
+        task = default_task(self.cfg)
+        export_model(model, self.inputs[0]["image"], directory, fmt="onnx", task=task)
+        providers = None if args.device == "cuda" else ["CPUExecutionProvider"]
+        exported = load_exported(directory, providers=providers, threads=args.threads)
+        logger.info("%s: ONNX Runtime providers %s", self.name, exported.providers)
+        image = self.inputs[0]["image"]
+        h, w = self.input_size
+
+        def infer():
+            if task == "sem_seg":
+                return exported(image[None].float())["sem_seg"]
+            return instances_from_outputs(exported(image.float()), h, w)
+
+        self.fn: Callable[[], Any] = infer
+
+    name = _Run.name
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -307,7 +357,7 @@ def _result(run: _Run, stats: Dict[str, Any], args) -> Dict[str, Any]:
     res: Dict[str, Any] = {k: None for k in RESULT_KEYS}
     res.update(
         role=run.role, name=run.name, config_file=run.config_file, opts=run.opts,
-        task=run.task, device=args.device,
+        task=run.task, device=args.device, backend=getattr(run, "backend", "pytorch"),
         precision=run.precision,
         input_size=list(run.input_size) if run.input_size else None,
         batch_size=run.batch_size, warmup=args.warmup, iters=stats["iters"],
@@ -321,7 +371,7 @@ def _result(run: _Run, stats: Dict[str, Any], args) -> Dict[str, Any]:
     if run.model is not None:
         res.update(count_parameters(run.model))
         res["weights"] = run.cfg.MODEL.WEIGHTS
-    if run.task == "inference" and not args.no_flops:
+    if run.task == "inference" and not args.no_flops and run.model is not None:
         flops = count_flops(run.model, (run.inputs[:1],))
         res["gflops"] = flops["gflops"]
         res["gflops_by_module"] = flops["by_module"]
@@ -373,6 +423,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise UsageError("--test-images applies to --task inference with one image per call and no --input-size")
     if args.fold_bn and args.task != "inference":
         raise UsageError("--fold-bn applies to --task inference only (training needs the batch norms)")
+    if args.backend == "onnxruntime" and (
+        args.task != "inference" or (args.batch_size or 1) != 1 or args.amp or args.test_images
+    ):
+        raise UsageError("--backend onnxruntime times fp32 inference of one image per call at one "
+                         "size: no --task train/data, --batch-size > 1, --amp or --test-images")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -383,6 +438,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     elif args.compare_opts:
         raise UsageError("--compare-opts needs --compare")
     torch.backends.cudnn.benchmark = bool(runs[0].cfg.CUDNN_BENCHMARK)
+    export_dir = tempfile.TemporaryDirectory(prefix="d2ext_benchmark_export_")
+    if args.backend == "onnxruntime":
+        eager_runs = list(runs)
+        runs += [_ExportedRun(r, args, os.path.join(export_dir.name, r.role)) for r in eager_runs]
 
     logger.info("Timing %s: %d warm-up + %d timed calls%s", args.task, args.warmup, args.iters,
                 ", interleaved" if len(runs) > 1 else "")
@@ -403,12 +462,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "results": results,
     }
     lines = MARKDOWN_HEADER.splitlines() + [markdown_row(r) for r in results]
-    if len(results) == 2:
-        report["ratio"] = ratios(results[0], results[1])
+    export_dir.cleanup()
+    by_role = {r["role"]: r for r in results}
+    if "compare" in by_role:
+        report["ratio"] = ratios(by_role["config"], by_role["compare"])
         lines.append("")
         lines.append("ratio compare / config: " + ", ".join(
             f"{k} x{v:.3f}" for k, v in report["ratio"].items() if v is not None
         ))
+    if args.backend == "onnxruntime":
+        report["ratio_onnxruntime"] = {}
+        for role in ("config", "compare"):
+            if role in by_role:
+                ratio = ratios(by_role[role], by_role[f"{role}_onnxruntime"])["latency_ms_median"]
+                report["ratio_onnxruntime"][role] = ratio
+                lines.append(f"latency onnxruntime / eager ({by_role[role]['name']}): x{ratio:.3f}")
     report["markdown"] = lines
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

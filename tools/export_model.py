@@ -39,10 +39,9 @@ from detectron2.data.detection_utils import read_image  # noqa: E402
 
 from d2ext.deploy import FORMATS, METHODS, TASKS, export_model, load_exported  # noqa: E402
 from d2ext.deploy.check import compare_semantic, compare_tensors  # noqa: E402
-from d2ext.deploy.export import ExportError, METADATA_FILE  # noqa: E402
+from d2ext.deploy.export import METADATA_FILE, ExportError, default_task  # noqa: E402
 from d2ext.deploy.adapters import UnsupportedModelError  # noqa: E402
 from d2ext.layers import fold_batch_norms  # noqa: E402
-from d2ext.model_io import model_outputs  # noqa: E402
 from d2ext.tool_logging import setup_tool_logging  # noqa: E402
 
 logger = logging.getLogger("d2ext.export_model")
@@ -87,16 +86,6 @@ def sample_image(cfg, path: Optional[str], input_size: Optional[Sequence[int]], 
         input_size = (side, side)
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (3, *input_size), generator=g).float()
-
-
-def default_task(cfg) -> str:
-    outputs = model_outputs(cfg)
-    if "sem_seg" in outputs:
-        return "sem_seg"
-    if "instances" in outputs:
-        return "instances"
-    raise UsageError(f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} outputs "
-                     f"{sorted(outputs)}: nothing exportable (sem_seg or instances)")
 
 
 def _classes(cfg) -> Dict[str, List[str]]:

@@ -8,12 +8,12 @@
 onnx / onnxruntime are imported only when an ONNX model is exported or run.
 """
 from .adapters import INSTANCE_OUTPUT_NAMES, SemanticSegAdapter, UnsupportedModelError, instance_adapter
-from .export import FORMATS, METHODS, TASKS, ExportError, export_model
+from .export import FORMATS, METHODS, TASKS, ExportError, default_task, export_model
 from .runtime import ExportedModel, default_providers, instances_from_outputs, load_exported
 from .static_ops import static_export_ops
 
 __all__ = [
     "FORMATS", "METHODS", "TASKS", "INSTANCE_OUTPUT_NAMES", "ExportError", "ExportedModel",
-    "SemanticSegAdapter", "UnsupportedModelError", "default_providers", "export_model",
+    "SemanticSegAdapter", "UnsupportedModelError", "default_providers", "default_task", "export_model",
     "instance_adapter", "instances_from_outputs", "load_exported", "static_export_ops",
 ]

@@ -28,7 +28,7 @@ from .adapters import (
 )
 from .static_ops import static_export_ops
 
-__all__ = ["FORMATS", "METHODS", "TASKS", "ExportError", "export_model", "METADATA_FILE"]
+__all__ = ["FORMATS", "METHODS", "TASKS", "ExportError", "default_task", "export_model", "METADATA_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,20 @@ DEFAULT_OPSET = 17  # GridSample (PointRend) needs >= 16; RoiAlign half_pixel >=
 
 class ExportError(RuntimeError):
     """Export failed; the message names the model, the format and method, and the cause."""
+
+
+def default_task(cfg) -> str:
+    """"sem_seg" if the config's model outputs it, else "instances"."""
+    from d2ext.model_io import model_outputs
+
+    outputs = model_outputs(cfg)
+    for task in TASKS:
+        if task in outputs:
+            return task
+    raise UnsupportedModelError(
+        f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE!r} outputs {sorted(outputs)}: "
+        f"nothing exportable (one of {TASKS})"
+    )
 
 
 def _adapter(model: nn.Module, image: torch.Tensor, task: str) -> Tuple[nn.Module, Tuple[torch.Tensor, ...], Tuple[str, ...]]:

@@ -53,7 +53,10 @@ def adaptive_avg_pool2d_static(
     out_h = in_h if output_size[0] is None else int(output_size[0])
     out_w = in_w if output_size[1] is None else int(output_size[1])
     if in_h % out_h == 0 and in_w % out_w == 0:
-        return _ORIGINAL_ADAPTIVE_AVG_POOL2D(x, (out_h, out_w))  # an AvgPool in ONNX
+        # a plain average pool; its kernel is a constant, so the exporter needs no
+        # input shape (which its shape inference does not always have here)
+        kernel = (in_h // out_h, in_w // out_w)
+        return F.avg_pool2d(x, kernel, kernel)
     ph = _pool_matrix(in_h, out_h, x.dtype, x.device)  # (h, H)
     pw = _pool_matrix(in_w, out_w, x.dtype, x.device)  # (w, W)
     return torch.matmul(torch.matmul(ph, x), pw.t())

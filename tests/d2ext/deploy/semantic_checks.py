@@ -10,7 +10,8 @@ from .conftest import build_tiny, eager_sem_seg, onnx_op_types, random_image
 H, W = 64, 96
 
 
-def check_semantic_export(config: str, fmt: str, tmp_path, opts=(), prepare=None, min_classes: int = 2) -> dict:
+def check_semantic_export(config: str, fmt: str, tmp_path, opts=(), prepare=None, min_classes: int = 2,
+                          size=(H, W)) -> dict:
     """Exports ``config``'s tiny model (batch norms folded) traced on one random image,
     runs the export on a second one and compares with the unfolded eager model.
     ``prepare(model)`` may change the random weights first; the eager label map must
@@ -18,11 +19,12 @@ def check_semantic_export(config: str, fmt: str, tmp_path, opts=(), prepare=None
     model = build_tiny(config, opts)
     if prepare is not None:
         prepare(model)
-    test_image = random_image(H, W, seed=2)
+    h, w = size
+    test_image = random_image(h, w, seed=2)
     reference = eager_sem_seg(model, test_image)  # before folding: folding is under test too
     assert fold_batch_norms(model) > 0
-    meta = export_model(model, random_image(H, W, seed=1), str(tmp_path), fmt=fmt, task="sem_seg")
-    assert meta["input_shape"] == [1, 3, H, W] and meta["output_names"] == ["sem_seg"]
+    meta = export_model(model, random_image(h, w, seed=1), str(tmp_path), fmt=fmt, task="sem_seg")
+    assert meta["input_shape"] == [1, 3, h, w] and meta["output_names"] == ["sem_seg"]
     exported = load_exported(str(tmp_path), threads=1)
     out = exported(test_image[None])["sem_seg"]
     result = compare_semantic(reference, out)
