@@ -21,6 +21,14 @@ object mapping an image's file name (or its path as given) to a list of
 ``[x, y]``. The clicks are drawn on the overlay. A model that accepts no points
 is an error before any image is read.
 
+Video: ``--video-input FILE`` (or ``--webcam``, camera 0, where one exists)
+runs the model on every frame (``--max-frames N``) and writes the overlays to
+``OUTPUT/<name>.mp4`` (mp4v, the input's frame rate), logging frames per second
+of inference and end to end. ``--exported DIR`` (images or video) runs an export
+of tools/export_model.py instead of the eager model: ONNX Runtime or
+TorchScript, frames resized to the export's input size (the real-time case is
+ICNet); its export.json gives the class count, the config the class names.
+
 An input that cannot be read is skipped with a warning naming it; the demo
 goes on, and exits with status 1 at the end if it skipped any.
 """
@@ -82,10 +90,19 @@ def get_parser() -> argparse.ArgumentParser:
         "--output out/ MODEL.WEIGHTS output/model_final.pth",
     )
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument(
-        "--input", nargs="+", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", nargs="+",
         help="image files, folders (their images) or glob patterns (quote them: 'dir/*.png')",
     )
+    source.add_argument("--video-input", metavar="FILE", help="a video: overlays to OUTPUT/<name>.mp4")
+    source.add_argument("--webcam", action="store_true", help="camera 0: overlays to OUTPUT/webcam.mp4")
+    parser.add_argument("--max-frames", type=int, default=None, help="video / webcam: stop after N frames")
+    parser.add_argument(
+        "--exported", metavar="DIR", default=None,
+        help="run this tools/export_model.py export (ONNX Runtime / TorchScript) instead of the eager model",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads")
     parser.add_argument("--output", required=True, help="folder for the overlay PNGs")
     parser.add_argument(
         "--confidence-threshold", type=float, default=0.5,
@@ -231,6 +248,9 @@ def setup_cfg(args):
     from d2ext.engine import load_cfg
 
     cfg = load_cfg(args.config_file, threshold_opts(args.confidence_threshold) + list(args.opts))
+    if getattr(args, "exported", None):  # the weights are in the export
+        cfg.freeze()
+        return cfg
     weights = cfg.MODEL.WEIGHTS
     if not weights:
         raise UsageError(
@@ -256,6 +276,56 @@ def _read_or_warn(path: str) -> Optional[np.ndarray]:
     return image
 
 
+def build_predictor(cfg, args):
+    """The eager Predictor, or with --exported the export's ExportedPredictor (same call)."""
+    if not args.exported:
+        return Predictor(cfg)
+    from d2ext.deploy.predictor import ExportedPredictor
+
+    try:
+        return ExportedPredictor(args.exported, threads=args.threads)
+    except FileNotFoundError as e:
+        raise UsageError(f"--exported: {e}")
+
+
+def main_video(args) -> Dict[str, object]:
+    """--video-input / --webcam: overlays of every frame to OUTPUT/<name>.mp4; returns run_video's stats."""
+    from d2ext.video import VideoError, open_capture, run_video
+
+    cfg = setup_cfg(args)
+    metadata = metadata_from_cfg(cfg)
+    predictor = build_predictor(cfg, args)
+    if args.points is not None or args.points_json is not None:
+        raise UsageError("--points / --points-json apply to --input images, not to video")
+    source = 0 if args.webcam else args.video_input
+    name = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
+    out_path = os.path.join(args.output, f"{name}.mp4")
+    try:
+        capture = open_capture(source)
+    except VideoError as e:
+        raise UsageError(str(e))
+    synchronize = cfg.MODEL.DEVICE.startswith("cuda") and not args.exported
+
+    def predict(frame_bgr):
+        predictions = predictor(frame_bgr)
+        if synchronize:
+            torch.cuda.synchronize()
+        return predictions
+
+    def draw(frame_bgr, predictions):
+        overlay = draw_predictions(frame_bgr[:, :, ::-1], predictions, metadata,
+                                   confidence_threshold=args.confidence_threshold)
+        return overlay[:, :, ::-1]
+
+    stats = run_video(capture, predict, draw, out_path, max_frames=args.max_frames)
+    backend = "eager" if not args.exported else predictor.model.backend
+    logger.info("%s (%s): %d frames, %.1f FPS inference, %.1f FPS end to end -> %s", name, backend,
+                stats["frames"], stats["fps_inference"], stats["fps_end_to_end"], out_path)
+    with open(os.path.join(args.output, f"{name}.json"), "w") as f:
+        json.dump({**stats, "backend": backend, "config_file": args.config_file}, f, indent=2)
+    return stats
+
+
 def main(args) -> List[str]:
     """Runs the demo; returns the paths of the written overlays.
 
@@ -268,6 +338,10 @@ def main(args) -> List[str]:
 
     if not os.path.isfile(args.config_file):
         raise UsageError(f"--config-file {args.config_file!r}: no such file")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.video_input is not None or args.webcam:
+        return [main_video(args)["output"]]
     paths = expand_inputs(args.input)
     if args.max_images is not None:
         paths = paths[: args.max_images]
@@ -275,7 +349,9 @@ def main(args) -> List[str]:
     per_image = load_points_json(args.points_json) if args.points_json is not None else None
     cfg = setup_cfg(args)
     metadata = metadata_from_cfg(cfg)
-    predictor = Predictor(cfg)
+    predictor = build_predictor(cfg, args)
+    if (shared_points is not None or per_image is not None) and args.exported:
+        raise UsageError("--points / --points-json: an export takes no prompts; run the eager model")
     if shared_points is not None or per_image is not None:
         try:
             predictor.check_prompts(points=np.zeros((0, 2)))
