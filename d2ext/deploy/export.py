@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -112,7 +113,9 @@ def export_model(
     module, inputs, output_names = _adapter(model, image.float(), task)
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_FILES[fmt])
-    with torch.no_grad(), static_export_ops():
+    with torch.no_grad(), static_export_ops(), warnings.catch_warnings():
+        # shapes read as Python ints are the point of a fixed-size export
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         reference = module(*inputs)
         if task == "instances":
             check_instance_outputs(reference)

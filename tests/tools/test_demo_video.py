@@ -66,3 +66,13 @@ def test_missing_video_and_camera_are_usage_errors(tiny_model_dir, tmp_path):
         pytest.skip("this machine has a camera")
     with pytest.raises(demo.UsageError, match="cannot open camera 0"):
         _run("--config-file", config, "--webcam", "--output", tmp_path, "MODEL.WEIGHTS", weights)
+
+
+def test_images_to_video_resizes_to_the_first_image(tmp_path):
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate([(32, 48), (40, 40), (32, 48)]):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    out = str(tmp_path / "v.mp4")
+    assert load_tool("images_to_video").main(["--input", str(tmp_path / "*.png"), "--output", out]) == 3
+    frames = _frames(out)
+    assert len(frames) == 3 and all(f.shape == (32, 48, 3) for f in frames)
