@@ -16,7 +16,6 @@ overall and PQ / RQ / SQ things per group ``[bins[i], bins[i+1])``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -89,6 +88,7 @@ def run(cfg, dataset: str, bins: List[int]) -> Dict:
 
 def main(argv=None) -> Dict:
     import d2ext_projects  # noqa: F401  (registers every method)
+    from d2ext.benchmark.report import write_json
     from d2ext.engine import load_cfg
     from d2ext.tool_logging import setup_tool_logging
 
@@ -118,9 +118,7 @@ def main(argv=None) -> Dict:
                 groups[f"PQ_th@{key}"], groups[f"RQ_th@{key}"], groups[f"SQ_th@{key}"],
             )
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+        write_json(args.output, {"args": vars(args), "results": results})
     return results
 
 

@@ -165,6 +165,7 @@ def run(cfg, mode: str, how: str, seed: int, max_images: int = -1) -> Dict:
 
 def main(argv=None) -> Dict:
     import d2ext_projects  # noqa: F401  (registers every method)
+    from d2ext.benchmark.report import write_json
     from d2ext.engine import load_cfg
     from d2ext.tool_logging import setup_tool_logging
 
@@ -185,9 +186,7 @@ def main(argv=None) -> Dict:
     results = run(cfg, args.mode, args.click, args.seed, args.max_images)
     logger.info("%s (%s clicks, seed %d): %s", args.mode, args.click, args.seed, json.dumps(results, indent=1))
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+        write_json(args.output, {"args": vars(args), "results": results})
     return results
 
 
