@@ -21,7 +21,7 @@ up to float rounding (tests/d2ext/deploy/test_static_ops.py).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -63,20 +63,28 @@ def adaptive_avg_pool2d_static(
 
 
 def image_list_static(
-    tensors: List[torch.Tensor], size_divisibility: int = 0, pad_value: float = 0.0, **kwargs
+    tensors: List[torch.Tensor],
+    size_divisibility: int = 0,
+    pad_value: float = 0.0,
+    padding_constraints: Optional[Dict[str, int]] = None,
 ) -> ImageList:
     """``ImageList.from_tensors`` with the padded size and image sizes as Python ints.
 
     Args:
         tensors: (C, H_i, W_i) images.
+        padding_constraints: detectron2 (current source) backbones' {"size_divisibility",
+            "square_size"}, handled as detectron2 does.
     Returns:
         an ImageList whose tensor is (N, C, H, W), H and W the largest sizes rounded
         up to ``size_divisibility``; image_sizes [(H_i, W_i)] of ints.
     """
-    if kwargs.get("padding_constraints"):
-        raise NotImplementedError("static export does not handle ImageList padding_constraints")
     sizes: List[Tuple[int, int]] = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
     h, w = max(s[0] for s in sizes), max(s[1] for s in sizes)
+    if padding_constraints is not None:
+        square = int(padding_constraints.get("square_size", 0))
+        if square > 0:
+            h = w = square
+        size_divisibility = padding_constraints.get("size_divisibility", size_divisibility)
     if size_divisibility > 1:
         d = int(size_divisibility)
         h, w = -(-h // d) * d, -(-w // d) * d

@@ -42,6 +42,14 @@ def test_image_list_equals_detectron2(divisibility):
     assert all(isinstance(v, int) for s in ours.image_sizes for v in s)
 
 
+def test_image_list_padding_constraints_as_detectron2_current_source():
+    images = [torch.randn(3, 50, 70)]
+    square = image_list_static(images, 0, padding_constraints={"square_size": 96, "size_divisibility": 32})
+    assert square.tensor.shape == (1, 3, 96, 96) and square.image_sizes == [(50, 70)]
+    divisible = image_list_static(images, 0, padding_constraints={"size_divisibility": 32})
+    assert divisible.tensor.shape == (1, 3, 64, 96)
+
+
 def test_context_restores_the_originals_also_on_error():
     before_pool, before_from = F.adaptive_avg_pool2d, ImageList.__dict__["from_tensors"]
     with pytest.raises(RuntimeError, match="inside"):
