@@ -24,10 +24,10 @@ log. Run it with ``d2ext.deploy.load_exported(DIR)``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
-import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import d2ext_projects  # noqa: F401  (d2ext first, then every method's registration)
 
@@ -149,8 +149,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not args.no_verify:
         meta["verify"] = verify(model, image, task, args.output)
         logger.info("Export vs eager on the sample: %s", meta["verify"])
-        import json
-
         with open(os.path.join(args.output, METADATA_FILE), "w") as f:
             json.dump(meta, f, indent=2)
     return meta

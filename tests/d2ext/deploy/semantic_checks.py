@@ -1,5 +1,4 @@
 """One check, used by every semantic export test: export on one image, run on another."""
-import torch
 
 from d2ext.deploy import export_model, load_exported
 from d2ext.deploy.check import compare_semantic
