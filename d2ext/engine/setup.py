@@ -18,7 +18,15 @@ def load_cfg(config_file: str, opts=()):
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    opts = list(opts)
+    flags = [o for o in opts[::2] if isinstance(o, str) and o.startswith("--")]
+    if flags:
+        # argparse hands everything after the first KEY VALUE pair to the overrides
+        raise ValueError(
+            f"config overrides contain the option {flags[0]!r}: options must come before the "
+            "KEY VALUE overrides on the command line"
+        )
+    cfg.merge_from_list(opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("MODEL.DEVICE=%s but CUDA is not available: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
