@@ -103,3 +103,28 @@ def add_maskformer_config(cfg: CN) -> None:
     cfg.MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS = 0  # TransformerEncoderPixelDecoder only
     # "BasePixelDecoder" (FPN, GroupNorm) or "TransformerEncoderPixelDecoder"
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = "BasePixelDecoder"
+
+    add_mask2former_config(cfg)
+
+
+def add_mask2former_config(cfg: CN) -> None:
+    """Mask2Former's keys (facebookresearch/Mask2Former ``mask2former/config.py``),
+    same names, meanings and defaults, except ``TRANSFORMER_DECODER_NAME``: its
+    default here is MaskFormer's decoder, so MaskFormer configs (which do not set
+    it) keep building MaskFormer; Mask2Former's configs all set it."""
+    mf = cfg.MODEL.MASK_FORMER
+    # "StandardTransformerDecoder" (MaskFormer's DETR decoder) or
+    # "MultiScaleMaskedTransformerDecoder" (Mask2Former); the official
+    # TRANSFORMER_DECODER_REGISTRY names.
+    mf.TRANSFORMER_DECODER_NAME = "StandardTransformerDecoder"
+    # MSDeformAttnPixelDecoder: the features its deformable encoder reads (the
+    # remaining, finer IN_FEATURES get the FPN path down to COMMON_STRIDE)
+    head = cfg.MODEL.SEM_SEG_HEAD
+    head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # large-scale jitter (mappers "coco_instance_lsj", "coco_panoptic_lsj"):
+    # scale to [MIN_SCALE, MAX_SCALE] x IMAGE_SIZE, crop / pad to IMAGE_SIZE
+    cfg.INPUT.IMAGE_SIZE = 1024
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0

@@ -11,11 +11,11 @@ from torch import nn
 
 from .checkpoint_keys import upgrade_head_keys
 from .pixel_decoder import build_pixel_decoder
-from .predictor import TransformerPredictor
+from .predictor import build_transformer_decoder
 
 __all__ = ["MaskFormerHead"]
 
-_IN_FEATURES = ("transformer_encoder", "pixel_embedding")
+_IN_FEATURES = ("transformer_encoder", "pixel_embedding", "multi_scale_pixel_decoder")
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
@@ -29,15 +29,19 @@ class MaskFormerHead(nn.Module):
         self,
         *,
         pixel_decoder: nn.Module,
-        predictor: TransformerPredictor,
+        predictor: nn.Module,
         transformer_in_feature: str,
     ):
         """
         Args:
-            pixel_decoder: features -> (mask features, encoder features or None).
-            predictor: (decoder input feature, mask features) -> predictions.
+            pixel_decoder: features -> (mask features, encoder features or None,
+                multi-scale features); see pixel_decoder.py.
+            predictor: (decoder input, mask features) -> predictions; see
+                predictor.TRANSFORMER_DECODER_REGISTRY.
             transformer_in_feature: what the predictor attends to: a backbone
-                feature name, "transformer_encoder" or "pixel_embedding".
+                feature name, "transformer_encoder", "pixel_embedding" or
+                "multi_scale_pixel_decoder" (Mask2Former: the list of the pixel
+                decoder's coarsest scales).
         """
         super().__init__()
         self.pixel_decoder = pixel_decoder
@@ -58,6 +62,8 @@ class MaskFormerHead(nn.Module):
             in_channels = head.CONVS_DIM
         elif feature == "pixel_embedding":
             in_channels = head.MASK_DIM
+        elif feature == "multi_scale_pixel_decoder":
+            in_channels = head.CONVS_DIM
         elif feature in input_shape:
             in_channels = input_shape[feature].channels
         else:
@@ -73,14 +79,16 @@ class MaskFormerHead(nn.Module):
             )
         return {
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),
-            "predictor": TransformerPredictor(cfg, in_channels),
+            "predictor": build_transformer_decoder(cfg, in_channels),
             "transformer_in_feature": feature,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, object]:
-        """features: backbone outputs -> TransformerPredictor's outputs."""
-        mask_features, encoded = self.pixel_decoder.forward_features(features)
-        if self.transformer_in_feature == "transformer_encoder":
+        """features: backbone outputs -> the predictor's outputs."""
+        mask_features, encoded, multi_scale = self.pixel_decoder.forward_features(features)
+        if self.transformer_in_feature == "multi_scale_pixel_decoder":
+            x = multi_scale
+        elif self.transformer_in_feature == "transformer_encoder":
             x = encoded
         elif self.transformer_in_feature == "pixel_embedding":
             x = mask_features

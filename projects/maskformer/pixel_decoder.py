@@ -11,9 +11,12 @@ Chosen by ``MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME``:
 Parameter names are the official MaskFormer's (``adapter_i``, ``layer_i``,
 ``mask_features``, ``input_proj``, ``transformer.encoder``), so its checkpoints load.
 
-Both return ``(mask_features, transformer_encoder_features)``:
-(B, MASK_DIM, H/s, W/s) with s the finest stride of ``IN_FEATURES`` (4 for
-res2), and (B, CONVS_DIM, H/32, W/32) or None.
+Every pixel decoder's ``forward_features`` returns ``(mask_features,
+transformer_encoder_features, multi_scale_features)``: (B, MASK_DIM, H/s, W/s)
+with s the finest stride of ``IN_FEATURES`` (4 for res2); (B, CONVS_DIM, H/32,
+W/32) or None; and the list of Mask2Former's decoder inputs, the
+``MULTI_SCALE_LEVELS`` (3) coarsest outputs of the decoder, each (B, CONVS_DIM,
+h_i, w_i), coarsest first (as the official Mask2Former's decoders return them).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from .transformer import (
 )
 
 __all__ = [
+    "MULTI_SCALE_LEVELS",
     "PIXEL_DECODER_REGISTRY",
     "BasePixelDecoder",
     "TransformerEncoderPixelDecoder",
@@ -44,6 +48,10 @@ __all__ = [
 
 PIXEL_DECODER_REGISTRY = Registry("MASKFORMER_PIXEL_DECODER")
 PIXEL_DECODER_REGISTRY.__doc__ = "MaskFormer pixel decoders, named by MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME."
+
+# Mask2Former's masked-attention decoder cycles over this many scales (1/32,
+# 1/16, 1/8 for res2-res5); a constant in the official code too.
+MULTI_SCALE_LEVELS = 3
 
 
 def _conv(in_ch: int, out_ch: int, k: int, norm: str, relu: bool) -> Conv2d:
@@ -115,15 +123,18 @@ class BasePixelDecoder(nn.Module):
 
     def forward_features(
         self, features: Dict[str, torch.Tensor]
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """features: name -> (B, C_i, H/s_i, W/s_i) -> (mask_features, encoder features or None)."""
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], List[torch.Tensor]]:
+        """features: name -> (B, C_i, H/s_i, W/s_i) -> (mask_features, encoder
+        features or None, multi-scale features coarsest first); module docstring."""
         top, encoded = self._top(features[self.in_features[-1]])
         y = self.output_convs[-1](top)
+        multi_scale = [y]
         for i in range(len(self.in_features) - 2, -1, -1):
             x = self.lateral_convs[i](features[self.in_features[i]])
             y = x + F.interpolate(y, size=x.shape[-2:], mode="nearest")
             y = self.output_convs[i](y)
-        return self.mask_features(y), encoded
+            multi_scale.append(y)
+        return self.mask_features(y), encoded, multi_scale[:MULTI_SCALE_LEVELS]
 
     def forward(self, features):
         return self.forward_features(features)

@@ -11,6 +11,7 @@ from typing import Dict
 import fvcore.nn.weight_init as weight_init
 import torch
 from detectron2.config import configurable
+from detectron2.utils.registry import Registry
 from torch import nn
 from torch.nn import functional as F
 
@@ -24,7 +25,18 @@ from .transformer import (
     reset_transformer_parameters,
 )
 
-__all__ = ["MLP", "TransformerPredictor"]
+__all__ = ["MLP", "TRANSFORMER_DECODER_REGISTRY", "TransformerPredictor", "build_transformer_decoder"]
+
+# The official Mask2Former's registry (named "TRANSFORMER_MODULE" there), keyed by
+# MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME. A decoder is built as
+# ``cls(cfg, in_channels)`` and called as ``decoder(x, mask_features)`` with x the
+# feature TRANSFORMER_IN_FEATURE names (a list of multi-scale features for
+# "multi_scale_pixel_decoder"); it returns the dict TransformerPredictor.forward
+# documents.
+TRANSFORMER_DECODER_REGISTRY = Registry("TRANSFORMER_MODULE")
+TRANSFORMER_DECODER_REGISTRY.__doc__ = (
+    "MaskFormer transformer decoders, named by MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME."
+)
 
 
 class MLP(nn.Module):
@@ -44,6 +56,8 @@ class MLP(nn.Module):
 
 
 class TransformerPredictor(nn.Module):
+    """MaskFormer's decoder (the official "StandardTransformerDecoder")."""
+
     @configurable
     def __init__(
         self,
@@ -137,3 +151,17 @@ class TransformerPredictor(nn.Module):
                 {"pred_logits": a, "pred_masks": m} for a, m in zip(logits[:-1], masks[:-1])
             ]
         return out
+
+
+# registered under the official name (fvcore's Registry.register takes no name)
+TRANSFORMER_DECODER_REGISTRY._do_register("StandardTransformerDecoder", TransformerPredictor)
+
+
+def build_transformer_decoder(cfg, in_channels: int) -> nn.Module:
+    name = cfg.MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME
+    if name not in TRANSFORMER_DECODER_REGISTRY:
+        raise KeyError(
+            f"MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME={name!r} is not a MaskFormer transformer "
+            f"decoder; known: {sorted(k for k, _ in TRANSFORMER_DECODER_REGISTRY)}"
+        )
+    return TRANSFORMER_DECODER_REGISTRY.get(name)(cfg, in_channels)

@@ -33,7 +33,7 @@ def test_adds_keys_without_changing_existing_defaults():
     added = set(flat) - set(flat_base)
     assert all(
         k.startswith(("MODEL.MASK_FORMER.", "MODEL.SEM_SEG_HEAD.", "MODEL.RESNETS."))
-        or k == "INPUT.DATASET_MAPPER_NAME"
+        or k in ("INPUT.DATASET_MAPPER_NAME", "INPUT.IMAGE_SIZE", "INPUT.MIN_SCALE", "INPUT.MAX_SCALE")
         for k in added
     ), added
     assert get_cfg().MODEL.MASK_FORMER.MASK_WEIGHT == 20.0
