@@ -11,7 +11,7 @@ the image's geometry (see :data:`PROMPTS`).
 """
 from __future__ import annotations
 
-from typing import Callable, FrozenSet, NamedTuple
+from typing import Callable, FrozenSet, NamedTuple, Optional
 
 from d2ext.registry import NamedRegistry
 
@@ -22,6 +22,7 @@ __all__ = [
     "model_outputs",
     "model_prompts",
     "model_targets",
+    "model_train_augmentations",
     "register_model_io",
 ]
 
@@ -39,10 +40,17 @@ def _none(cfg) -> FrozenSet[str]:
     return frozenset()
 
 
+def _common_augmentations(cfg) -> None:
+    return None
+
+
 class ModelIO(NamedTuple):
     targets: Callable[[object], FrozenSet[str]]  # cfg -> training targets to build
     outputs: Callable[[object], FrozenSet[str]]  # cfg -> keys of inference outputs
     prompts: Callable[[object], FrozenSet[str]] = _none  # cfg -> inference prompts accepted
+    # cfg -> the training augmentations, or None for the common ones from INPUT.*
+    # (d2ext.data.augmentations.build_augmentations)
+    train_augmentations: Callable[[object], Optional[list]] = _common_augmentations
 
 
 MODEL_IO: NamedRegistry[ModelIO] = NamedRegistry(
@@ -56,15 +64,19 @@ def register_model_io(
     targets: Callable,
     outputs: Callable,
     prompts: Callable = _none,
+    train_augmentations: Callable = _common_augmentations,
 ) -> ModelIO:
-    """Declares a meta-architecture's model I/O; each argument is ``cfg -> frozenset``.
+    """Declares a meta-architecture's model I/O; each argument is a function of cfg.
 
     Args:
-        targets: names of the common mapper's target builders it trains on.
-        outputs: subset of {"instances", "sem_seg", "panoptic_seg"} it returns.
-        prompts: names from :data:`PROMPTS` it accepts at inference.
+        targets: -> names of the common mapper's target builders it trains on.
+        outputs: -> subset of {"instances", "sem_seg", "panoptic_seg"} it returns.
+        prompts: -> names from :data:`PROMPTS` it accepts at inference.
+        train_augmentations: -> a list of detectron2 augmentations for the
+            training mapper (for recipes INPUT.* cannot express, e.g. large-scale
+            jitter), or None for the common ones.
     """
-    return MODEL_IO.register(meta_arch, ModelIO(targets, outputs, prompts))
+    return MODEL_IO.register(meta_arch, ModelIO(targets, outputs, prompts, train_augmentations))
 
 
 def _lookup(cfg) -> ModelIO:
@@ -100,6 +112,15 @@ def model_prompts(cfg) -> FrozenSet[str]:
             f"{sorted(unknown)}; known: {sorted(PROMPTS)}"
         )
     return prompts
+
+
+def model_train_augmentations(cfg) -> Optional[list]:
+    """The model's own training augmentations, or None: the common mapper's from
+    INPUT.* (also for a meta-architecture that declared nothing)."""
+    name = cfg.MODEL.META_ARCHITECTURE
+    if name not in MODEL_IO:
+        return None
+    return MODEL_IO.get(name).train_augmentations(cfg)
 
 
 # detectron2's own meta-architectures, the baselines.

@@ -59,7 +59,7 @@ from d2ext.data.targets import (
     has_semantic,
     semantic_from_panoptic,
 )
-from d2ext.model_io import PROMPTS, model_prompts, model_targets
+from d2ext.model_io import PROMPTS, model_prompts, model_targets, model_train_augmentations
 
 __all__ = [
     "CommonDatasetMapper",
@@ -251,9 +251,12 @@ class CommonDatasetMapper:
             if cfg.DATASETS.TRAIN
             else 255
         )
+        augmentations = model_train_augmentations(cfg) if is_train else None
+        if augmentations is None:
+            augmentations = build_augmentations(cfg, is_train, ignore_label=ignore_label)
         return {
             "is_train": is_train,
-            "augmentations": build_augmentations(cfg, is_train, ignore_label=ignore_label),
+            "augmentations": augmentations,
             "image_format": cfg.INPUT.FORMAT,
             "targets": [TARGET_BUILDERS.get(n).bind(cfg) for n in sorted(model_targets(cfg))]
             if is_train

@@ -6,7 +6,8 @@ Importing this package registers:
   its SEM_SEG_HEADS_REGISTRY; pixel decoders in ``PIXEL_DECODER_REGISTRY``;
 - the config keys (``add_maskformer_config``, with ``d2ext.config.register_config``);
 - the model's targets and outputs in ``d2ext.model_io``: targets from
-  ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``;
+  ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``,
+  large-scale jitter for Mask2Former's ``*_lsj`` mappers;
 - the ``maskformer_semantic_segments`` target builder of the common mapper;
 - its class count (``MODEL.SEM_SEG_HEAD.NUM_CLASSES``) in d2ext's consistency check.
 """
@@ -19,6 +20,7 @@ from d2ext.engine import register_consistency_check
 from d2ext.model_io import register_model_io
 
 from . import targets  # noqa: F401  (registers the target builder)
+from .augmentations import train_augmentations
 from .config import DATASET_MAPPER_TARGETS, add_maskformer_config
 from .criterion import SetCriterion
 from .head import MaskFormerHead
@@ -55,5 +57,5 @@ def _outputs(cfg) -> FrozenSet[str]:
 
 
 register_config("maskformer", add_maskformer_config)
-register_model_io("MaskFormer", targets=_targets, outputs=_outputs)
+register_model_io("MaskFormer", targets=_targets, outputs=_outputs, train_augmentations=train_augmentations)
 register_consistency_check("MODEL.META_ARCHITECTURE", "MaskFormer", class_count_expectations)

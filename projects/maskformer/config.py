@@ -26,7 +26,15 @@ DATASET_MAPPER_TARGETS = {
     # between resize and resize-crop-resize) is not reproduced: the common
     # mapper's resize -> crop from INPUT.* applies, as for every model.
     "detr_panoptic": frozenset({"segments"}),
+    # Mask2Former's: one segment per non-crowd instance annotation (the
+    # instances' masks; MaskFormer.prepare_targets reads them), and the
+    # large-scale-jitter COCO mappers (augmentations.py)
+    "mask_former_instance": frozenset({"instances"}),
+    "coco_instance_lsj": frozenset({"instances"}),
+    "coco_panoptic_lsj": frozenset({"segments"}),
 }
+# mappers whose training augmentation is large-scale jitter, not INPUT.MIN_SIZE_TRAIN & co.
+LSJ_MAPPERS = frozenset({"coco_instance_lsj", "coco_panoptic_lsj"})
 
 
 def add_maskformer_config(cfg: CN) -> None:

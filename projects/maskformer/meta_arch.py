@@ -18,7 +18,7 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, build_sem_seg_head
 from d2ext.postprocessing import sem_seg_postprocess
-from detectron2.structures import ImageList
+from detectron2.structures import BitMasks, ImageList, PolygonMasks
 from d2ext.engine import Expectation, expect_count
 from torch import nn
 
@@ -248,14 +248,17 @@ class MaskFormer(nn.Module):
         hp, wp = images.tensor.shape[-2:]
         targets = []
         for x in batched_inputs:
-            if "segments" not in x:
+            # "segments" (semantic / panoptic mappers) or "instances" (instance mappers)
+            seg = x.get("segments", x.get("instances"))
+            if seg is None:
                 raise KeyError(
-                    "MaskFormer training needs the 'segments' target in every input dict "
-                    f"(got keys {sorted(x)}); the common mapper builds it from "
+                    "MaskFormer training needs the 'segments' or 'instances' target in every input "
+                    f"dict (got keys {sorted(x)}); the common mapper builds it from "
                     "INPUT.DATASET_MAPPER_NAME (see projects/maskformer/config.py)"
                 )
-            seg = x["segments"]
             masks = seg.gt_masks
+            if isinstance(masks, PolygonMasks):  # INPUT.MASK_FORMAT "polygon"
+                masks = BitMasks.from_polygon_masks(masks, *seg.image_size)
             masks = masks.tensor if hasattr(masks, "tensor") else masks
             padded = torch.zeros((masks.shape[0], hp, wp), dtype=torch.bool, device=self.device)
             padded[:, : masks.shape[1], : masks.shape[2]] = masks.to(self.device)
