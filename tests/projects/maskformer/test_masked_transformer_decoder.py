@@ -162,3 +162,54 @@ def test_build_through_the_head(training):
     assert out["pred_logits"].shape == (1, 5, 4)
     assert out["pred_masks"].shape == (1, 5, 16, 16)
     assert len(out.get("aux_outputs", [])) == (3 if training else 0)
+
+
+_MIRROR = "/work/.mirror/facebookresearch+Mask2Former/repo"
+
+
+def _official_module(tmp_path):
+    """The official decoder's source from the local git mirror (skips without it),
+    its package-relative imports pointed at standalone copies."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.isdir(_MIRROR):
+        pytest.skip("no Mask2Former mirror")
+    base = "HEAD:mask2former/modeling/transformer_decoder/"
+    show = lambda f: subprocess.run(["git", "-C", _MIRROR, "show", base + f], capture_output=True, text=True, check=True).stdout  # noqa: E731
+    (tmp_path / "m2f_pe.py").write_text(show("position_encoding.py"))
+    src = show("mask2former_transformer_decoder.py")
+    src = src.replace("from .position_encoding import", "from m2f_pe import")
+    src = src.replace("from detectron2.layers import Conv2d", "from torch.nn import Conv2d")  # same parameters
+    src = src.replace(
+        "from .maskformer_transformer_decoder import TRANSFORMER_DECODER_REGISTRY",
+        "from detectron2.utils.registry import Registry; TRANSFORMER_DECODER_REGISTRY = Registry('X')",
+    )
+    (tmp_path / "m2f_dec.py").write_text(src)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        spec = importlib.util.spec_from_file_location("m2f_dec", tmp_path / "m2f_dec.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(tmp_path))
+    return module
+
+
+@pytest.mark.parametrize("pre_norm", [False, True])
+def test_equals_the_official_decoder(tmp_path, pre_norm):
+    official = _official_module(tmp_path)
+    torch.manual_seed(0)
+    kw = dict(num_classes=3, hidden_dim=16, num_queries=5, nheads=2, dim_feedforward=32, dec_layers=4,
+              pre_norm=pre_norm, mask_dim=16, enforce_input_project=True)
+    theirs = official.MultiScaleMaskedTransformerDecoder(16, True, **kw).train()
+    ours = MultiScaleMaskedTransformerDecoder(16, True, **kw).train()
+    ours.load_state_dict(theirs.state_dict())  # strict: zero missing / unexpected keys
+    x, mask_features = [torch.randn(2, 16, s, s) for s in (4, 8, 16)], torch.randn(2, 16, 32, 32)
+    a, b = theirs(x, mask_features), ours(x, mask_features)
+    for p, q in zip([a] + a["aux_outputs"], [b] + b["aux_outputs"]):
+        torch.testing.assert_close(q["pred_logits"], p["pred_logits"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(q["pred_masks"], p["pred_masks"], rtol=1e-4, atol=1e-5)
+    assert len(b["aux_outputs"]) == len(a["aux_outputs"]) == 4
