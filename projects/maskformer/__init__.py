@@ -2,8 +2,9 @@
 
 Importing this package registers:
 
-- ``MaskFormer`` in detectron2's META_ARCH_REGISTRY and ``MaskFormerHead`` in
-  its SEM_SEG_HEADS_REGISTRY; pixel decoders in ``PIXEL_DECODER_REGISTRY``;
+- ``MaskFormer`` in detectron2's META_ARCH_REGISTRY and ``MaskFormerHead``,
+  ``PerPixelBaselineHead``, ``PerPixelBaselinePlusHead`` (for detectron2's
+  SemanticSegmentor) in its SEM_SEG_HEADS_REGISTRY; pixel decoders in ``PIXEL_DECODER_REGISTRY``;
 - the config keys (``add_maskformer_config``, with ``d2ext.config.register_config``);
 - the model's targets and outputs in ``d2ext.model_io``: targets from
   ``INPUT.DATASET_MAPPER_NAME``, outputs from ``MODEL.MASK_FORMER.TEST.*_ON``,
@@ -26,6 +27,9 @@ from .criterion import SetCriterion
 from .head import MaskFormerHead
 from .matcher import HungarianMatcher, NonFiniteCostError
 from .meta_arch import MaskFormer, class_count_expectations
+from .masked_transformer_decoder import MultiScaleMaskedTransformerDecoder
+from .msdeform_pixel_decoder import MSDeformAttnPixelDecoder
+from .per_pixel_baseline import PerPixelBaselineHead, PerPixelBaselinePlusHead
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, BasePixelDecoder, TransformerEncoderPixelDecoder
 
 __all__ = [
@@ -33,8 +37,12 @@ __all__ = [
     "HungarianMatcher",
     "MaskFormer",
     "MaskFormerHead",
+    "MSDeformAttnPixelDecoder",
+    "MultiScaleMaskedTransformerDecoder",
     "NonFiniteCostError",
     "PIXEL_DECODER_REGISTRY",
+    "PerPixelBaselineHead",
+    "PerPixelBaselinePlusHead",
     "SetCriterion",
     "TransformerEncoderPixelDecoder",
     "add_maskformer_config",

@@ -75,6 +75,7 @@ class TransformerPredictor(nn.Module):
         deep_supervision: bool = True,
         mask_dim: int = 256,
         enforce_input_project: bool = False,
+        mask_classification: bool = True,
     ):
         """
         Args:
@@ -84,6 +85,9 @@ class TransformerPredictor(nn.Module):
             deep_supervision: also return every earlier layer's predictions in
                 training ("aux_outputs").
             mask_dim: D, channels of the per-pixel embeddings.
+            mask_classification: False for MaskFormer's per-pixel baseline
+                "plus": no class head; query q's mask is the logit map of class q
+                (Q = K), and the outputs have no "pred_logits".
         """
         super().__init__()
         self.num_classes = num_classes
@@ -103,14 +107,17 @@ class TransformerPredictor(nn.Module):
             weight_init.c2_xavier_fill(self.input_proj)
         else:
             self.input_proj = nn.Identity()
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_classification = mask_classification
+        if mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> dict:
+    def from_config(cls, cfg, in_channels: int, mask_classification: bool = True) -> dict:
         mf = cfg.MODEL.MASK_FORMER
         return {
             "in_channels": in_channels,
+            "mask_classification": mask_classification,
             "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
             "hidden_dim": mf.HIDDEN_DIM,
             "num_queries": mf.NUM_OBJECT_QUERIES,
@@ -132,8 +139,8 @@ class TransformerPredictor(nn.Module):
             mask_features: (B, D, H, W) per-pixel embeddings.
 
         Returns:
-            "pred_logits" (B, Q, K + 1), "pred_masks" (B, Q, H, W) of the last
-            layer; in training with deep supervision also "aux_outputs": a list
+            "pred_logits" (B, Q, K + 1) (with mask classification),
+            "pred_masks" (B, Q, H, W) of the last layer; in training with deep supervision also "aux_outputs": a list
             of L - 1 such dicts, first layer first.
         """
         b = x.shape[0]
@@ -143,13 +150,14 @@ class TransformerPredictor(nn.Module):
         hs = self.transformer.decoder(torch.zeros_like(query_pos), memory, pos, query_pos)  # (L, B, Q, C)
         if not (self.training and self.deep_supervision):
             hs = hs[-1:]
-        logits = self.class_embed(hs)  # (L', B, Q, K + 1)
         masks = torch.einsum("lbqd,bdhw->lbqhw", self.mask_embed(hs), mask_features)
-        out: Dict[str, object] = {"pred_logits": logits[-1], "pred_masks": masks[-1]}
+        layers = [{"pred_masks": m} for m in masks]
+        if self.mask_classification:
+            for layer, logits in zip(layers, self.class_embed(hs)):  # (B, Q, K + 1) each
+                layer["pred_logits"] = logits
+        out: Dict[str, object] = dict(layers[-1])
         if self.training and self.deep_supervision:
-            out["aux_outputs"] = [
-                {"pred_logits": a, "pred_masks": m} for a, m in zip(logits[:-1], masks[:-1])
-            ]
+            out["aux_outputs"] = layers[:-1]
         return out
 
 
