@@ -31,16 +31,28 @@ from .tta import semantic_tta
 __all__ = ["MaskFormer", "check_num_classes", "class_count_expectations", "dataset_num_classes"]
 
 
-def dataset_num_classes(dataset_name: str) -> Optional[Tuple[int, str]]:
-    """(number of classes, metadata field) of a registered dataset, or None if unknown.
+def class_fields(cfg) -> Tuple[str, ...]:
+    """Metadata fields that hold the classes MaskFormer predicts, first found wins.
 
     Semantic and (non-separated) panoptic datasets list every class in
-    ``stuff_classes``; instance-only datasets list theirs in ``thing_classes``.
+    ``stuff_classes``; instance-only datasets list theirs in ``thing_classes``,
+    which is also what the instance mappers train on (a Cityscapes instance
+    dataset has both: 8 things of 19 classes).
     """
+    if "instances" in DATASET_MAPPER_TARGETS.get(cfg.INPUT.DATASET_MAPPER_NAME, ()):
+        return ("thing_classes",)
+    return ("stuff_classes", "thing_classes")
+
+
+def dataset_num_classes(
+    dataset_name: str, fields: Tuple[str, ...] = ("stuff_classes", "thing_classes")
+) -> Optional[Tuple[int, str]]:
+    """(number of classes, metadata field) of a registered dataset, or None if unknown;
+    ``fields``: see :func:`class_fields`."""
     if dataset_name not in MetadataCatalog.list():
         return None  # not registered: nothing to check (and nothing to create)
     meta = MetadataCatalog.get(dataset_name)
-    for field in ("stuff_classes", "thing_classes"):
+    for field in fields:
         classes = meta.get(field)
         if classes is not None:
             return len(classes), field
@@ -52,7 +64,7 @@ def check_num_classes(cfg) -> None:
     k = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
         for name in cfg.DATASETS[key.split(".")[1]]:
-            found = dataset_num_classes(name)
+            found = dataset_num_classes(name, class_fields(cfg))
             if found is not None and found[0] != k:
                 n, field = found
                 raise ValueError(
@@ -71,7 +83,7 @@ def class_count_expectations(cfg, meta) -> List[Expectation]:
         "MODEL.SEM_SEG_HEAD.NUM_CLASSES",
         cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
         meta,
-        ("stuff_classes", "thing_classes"),
+        class_fields(cfg),
         "MaskFormer's NUM_CLASSES excludes the 'no object' class (it predicts NUM_CLASSES + 1 logits)",
     )
 

@@ -33,7 +33,10 @@ from tests.conftest import REPO_ROOT
 with open(os.path.join(REPO_ROOT, "tests", "fixtures", "maskformer_official_keys.json")) as f:
     OFFICIAL = json.load(f)
 
-MODELS = ["ade20k_R50", "coco_panoptic_R50", "cityscapes_R101"]
+MODELS = [
+    "ade20k_R50", "coco_panoptic_R50", "cityscapes_R101",
+    "ade20k_per_pixel_baseline_R50", "ade20k_per_pixel_baseline_plus_R50",
+]
 # Loaded from the checkpoint but then set from the config (projects/maskformer/README.md).
 FROM_CONFIG = {"criterion.empty_weight"}
 

@@ -1,0 +1,35 @@
+"""Every Mask2Former image config d2ext ships (configs/mask2former: the official
+non-Swin ones, values unchanged, and the toy ones) loads with d2ext's config
+and builds Mask2Former: the deformable pixel decoder and the masked-attention
+decoder, with the config's classes and layers."""
+import glob
+import os
+
+import pytest
+from detectron2.modeling import build_model
+
+from d2ext.engine import load_cfg
+from d2ext_projects.maskformer import MSDeformAttnPixelDecoder, MultiScaleMaskedTransformerDecoder
+from tests.conftest import REPO_ROOT
+
+ROOT = os.path.join(REPO_ROOT, "configs", "mask2former")
+CONFIGS = sorted(
+    os.path.relpath(p, ROOT)
+    for p in glob.glob(os.path.join(ROOT, "**", "*.yaml"), recursive=True)
+    if not os.path.basename(p).startswith("Base-")
+)
+
+
+def test_the_official_image_configs_are_all_here():
+    official = [c for c in CONFIGS if not c.startswith("toy")]
+    assert len(official) == 16, official  # 26 official non-Swin image config files, 10 of them Base-*
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_and_builds_mask2former(name):
+    cfg = load_cfg(os.path.join(ROOT, name), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    head = build_model(cfg).sem_seg_head
+    assert isinstance(head.pixel_decoder, MSDeformAttnPixelDecoder)
+    assert isinstance(head.predictor, MultiScaleMaskedTransformerDecoder)
+    assert head.predictor.class_embed.out_features == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES + 1
+    assert len(head.predictor.transformer_cross_attention_layers) == cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
