@@ -36,7 +36,10 @@ def _check_run(out):
         single = Trainer.test(cfg, model)["sem_seg"]["mIoU"]
     finally:
         torch.set_num_threads(threads)
-    assert abs(single - miou) < 1e-6
+    # 1e-4, not 1e-6: on some machines (this one, 2026-12-03, also at the commit
+    # that passed CI before) a few pixels still flip between the two evaluations
+    # (mIoU apart by 7e-6); the tolerance allows that much and no more
+    assert abs(single - miou) < 1e-4
 
 
 def test_two_cpu_processes_with_launch(tmp_path):
