@@ -28,8 +28,13 @@ def panoptic_inference(
     thing_ids: Optional[torch.Tensor],
     object_mask_threshold: float,
     overlap_threshold: float,
+    mask_on_pixels_only: bool = False,
 ) -> Tuple[torch.Tensor, List[Dict]]:
     """MaskFormer's panoptic merge, without a loop over queries.
+
+    ``mask_on_pixels_only``: Mask2Former's rule (its official merge): a pixel
+    goes to its query's segment only where that query's sigmoid(mask) >= 0.5
+    (else void), and a query with no such pixel gives no segment.
 
     1. Keep the queries whose most likely class is not "no object" and whose
        score (that class's probability) is above ``object_mask_threshold``.
@@ -62,6 +67,9 @@ def panoptic_inference(
     full = (masks >= 0.5).flatten(1).sum(1)
     ratio = visible.float() / full.clamp(min=1).float()
     ok = (visible > 0) & (full > 0) & (ratio >= overlap_threshold)
+    if mask_on_pixels_only:
+        on = masks.gather(0, owner[None])[0] >= 0.5  # (H, W): the owner's mask is on
+        ok &= torch.bincount(owner[on], minlength=n) > 0
 
     idx = torch.arange(n, device=labels.device)
     is_thing = (
@@ -76,6 +84,8 @@ def panoptic_inference(
     seg_id_of_first = torch.cumsum(is_first.long(), 0)  # ids 1, 2, ... in query order
     seg_of_query = torch.where(ok, seg_id_of_first[rep.clamp(max=n - 1)], torch.zeros_like(idx))
     panoptic_seg = seg_of_query[owner].to(torch.int32)
+    if mask_on_pixels_only:
+        panoptic_seg[~on] = 0
 
     firsts = is_first.nonzero()[:, 0]
     ids, classes, things = (v[firsts].tolist() for v in (seg_id_of_first, labels, is_thing))

@@ -119,6 +119,7 @@ class MaskFormer(nn.Module):
         sem_seg_postprocess_before_inference: bool = False,
         test_topk_per_image: int = 100,
         tta: Optional[dict] = None,
+        panoptic_mask_on_pixels_only: bool = False,
     ):
         """
         Args:
@@ -137,6 +138,9 @@ class MaskFormer(nn.Module):
                 before combining them into semantic scores (always the case
                 when panoptic or instance outputs are on, which need them resized).
             test_topk_per_image: instances per image.
+            panoptic_mask_on_pixels_only: Mask2Former's panoptic merge rule
+                (``inference.panoptic_inference``); from_config sets it for
+                Mask2Former's decoder, as its official code applies it.
             tta: semantic test-time augmentation, {"min_sizes", "max_size",
                 "flip"}; None: off.
         """
@@ -157,6 +161,7 @@ class MaskFormer(nn.Module):
         self.instance_on = instance_on
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
+        self.panoptic_mask_on_pixels_only = panoptic_mask_on_pixels_only
         self.sem_seg_postprocess_before_inference = (
             sem_seg_postprocess_before_inference or panoptic_on or instance_on
         )
@@ -218,6 +223,8 @@ class MaskFormer(nn.Module):
             "thing_ids": _thing_ids(cfg),
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            # no config key in either official code base: each has its own rule
+            "panoptic_mask_on_pixels_only": mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder",
             "tta": (
                 {"min_sizes": list(aug.MIN_SIZES), "max_size": aug.MAX_SIZE, "flip": aug.FLIP}
                 if aug.ENABLED
@@ -328,6 +335,7 @@ class MaskFormer(nn.Module):
                     thing_ids=self.thing_ids,
                     object_mask_threshold=self.object_mask_threshold,
                     overlap_threshold=self.overlap_threshold,
+                    mask_on_pixels_only=self.panoptic_mask_on_pixels_only,
                 )
             if self.instance_on:
                 result["instances"] = instance_inference(

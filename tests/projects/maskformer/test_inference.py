@@ -148,3 +148,28 @@ def test_mask_boxes_matches_detectron2_and_handles_empty():
     masks[2] = False
     torch.testing.assert_close(mask_boxes(masks), BitMasks(masks).get_bounding_boxes().tensor)
     assert mask_boxes(torch.zeros(0, 4, 4, dtype=torch.bool)).shape == (0, 4)
+
+
+def test_panoptic_mask_on_pixels_only_voids_pixels_whose_owner_mask_is_off():
+    """Mask2Former's rule: query 0 owns every pixel (the only kept query), but its
+    mask is on only in the left half: MaskFormer's merge gives it all pixels,
+    Mask2Former's only the left half (the rest void)."""
+    mask_cls = torch.tensor([[10.0, -10.0, -10.0], [-10.0, -10.0, 10.0]])  # query 1: no object
+    mask_pred = torch.full((2, 4, 6), -10.0)
+    mask_pred[0, :, :3] = 10.0
+    mask_pred[0, :, 3:] = -0.5  # off (sigmoid 0.38) yet the largest score there
+    opts = dict(thing_ids=torch.tensor([0]), object_mask_threshold=0.5, overlap_threshold=0.0)
+    seg, info = panoptic_inference(mask_cls, mask_pred, **opts)
+    assert (seg == 1).all() and len(info) == 1
+    seg, info = panoptic_inference(mask_cls, mask_pred, mask_on_pixels_only=True, **opts)
+    assert (seg[:, :3] == 1).all() and (seg[:, 3:] == 0).all() and len(info) == 1
+    # a query on only where another owns the pixels gives no segment (MaskFormer's: one)
+    mask_cls = torch.tensor([[10.0, -10.0, -10.0], [10.0, -10.0, -10.0]])  # two things
+    mask_pred = torch.full((2, 4, 6), -10.0)
+    mask_pred[0, :, :3] = 10.0
+    mask_pred[1, :, 0] = 0.4  # on, but query 0 owns column 0
+    mask_pred[1, :, 3:] = -0.5  # off, yet it owns columns 3-5
+    seg, info = panoptic_inference(mask_cls, mask_pred, **opts)
+    assert len(info) == 2 and (seg[:, 3:] == 2).all()
+    seg, info = panoptic_inference(mask_cls, mask_pred, mask_on_pixels_only=True, **opts)
+    assert len(info) == 1 and (seg[:, :3] == 1).all() and (seg[:, 3:] == 0).all()

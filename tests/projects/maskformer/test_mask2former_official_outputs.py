@@ -78,13 +78,8 @@ def test_semantic_scores_equal_the_official():
         assert torch.equal(ours["sem_seg"].argmax(0), theirs.argmax(0))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "d2ext's panoptic_inference (projects/maskformer/inference.py:78, "
-    "panoptic_seg = seg_of_query[owner]) gives a pixel to its argmax query's segment "
-    "without Mask2Former's per-pixel condition sigmoid(mask) >= 0.5 (official "
-    "mask2former/maskformer_model.py:317, mask = (cur_mask_ids == k) & (cur_masks[k] >= 0.5); "
-    "MaskFormer's official code has no such condition); a few pixels differ (0 differ "
-    "with that condition added, segments_info already equal)"))
+# Mask2Former's panoptic merge (mask_on_pixels_only): a pixel joins its argmax
+# query's segment only where that query's mask is on (official maskformer_model.py:317)
 def test_panoptic_segments_equal_the_official():
     _, results = run_d2ext("panoptic")
     official = official_outputs("panoptic")
