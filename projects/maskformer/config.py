@@ -129,7 +129,11 @@ def add_mask2former_config(cfg: CN) -> None:
     # remaining, finer IN_FEATURES get the FPN path down to COMMON_STRIDE)
     head = cfg.MODEL.SEM_SEG_HEAD
     head.DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES = ["res3", "res4", "res5"]
+    # Sampling points per head and level. The official decoder defines this key but
+    # always uses 4; d2ext reads it (official configs all leave it at 4).
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_POINTS = 4
+    # Defined, as in the official, but not read: the encoder's heads are
+    # MODEL.MASK_FORMER.NHEADS there and here.
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
     # large-scale jitter (mappers "coco_instance_lsj", "coco_panoptic_lsj"):
     # scale to [MIN_SCALE, MAX_SCALE] x IMAGE_SIZE, crop / pad to IMAGE_SIZE

@@ -17,16 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .predictor import MLP, TRANSFORMER_DECODER_REGISTRY
-from .transformer import PositionEmbeddingSine
+from .transformer import PositionEmbeddingSine, reset_transformer_parameters
 
 __all__ = ["MultiScaleMaskedTransformerDecoder"]
-
-
-def _xavier_matrices(module: nn.Module) -> None:
-    # the official layers xavier-init every weight matrix (not biases / norms)
-    for p in module.parameters():
-        if p.dim() > 1:
-            nn.init.xavier_uniform_(p)
 
 
 def _add(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
@@ -42,7 +35,7 @@ class SelfAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.normalize_before = normalize_before
-        _xavier_matrices(self)
+        reset_transformer_parameters(self)  # as the official: every weight matrix
 
     def forward(self, tgt: torch.Tensor, query_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         """tgt, query_pos: (B, Q, C) -> (B, Q, C)."""
@@ -61,7 +54,7 @@ class CrossAttentionLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
         self.normalize_before = normalize_before
-        _xavier_matrices(self)
+        reset_transformer_parameters(self)  # as the official: every weight matrix
 
     def forward(
         self,
@@ -91,7 +84,7 @@ class FFNLayer(nn.Module):
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.normalize_before = normalize_before
-        _xavier_matrices(self)
+        reset_transformer_parameters(self)  # as the official: every weight matrix
 
     def forward(self, tgt: torch.Tensor) -> torch.Tensor:
         """(B, Q, C) -> (B, Q, C)."""

@@ -21,7 +21,7 @@ from torch import nn
 
 from .ms_deform_attn import MSDeformAttn
 from .pixel_decoder import PIXEL_DECODER_REGISTRY
-from .transformer import PositionEmbeddingSine
+from .transformer import PositionEmbeddingSine, reset_transformer_parameters
 
 
 class _EncoderLayer(nn.Module):
@@ -84,9 +84,7 @@ class _EncoderOnly(nn.Module):
         self.encoder = _Encoder(layer, num_encoder_layers)
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         # Official init: xavier on all matrices, then the deformable-attention init again.
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
+        reset_transformer_parameters(self)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
                 m._reset_parameters()
