@@ -24,22 +24,16 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-import d2ext_projects.maskformer  # noqa: F401  (registers MaskFormer)
-# Mask2Former's pixel / transformer decoders (registered on import)
-import d2ext_projects.maskformer.masked_transformer_decoder  # noqa: F401
-import d2ext_projects.maskformer.msdeform_pixel_decoder  # noqa: F401
+import d2ext_projects.maskformer  # noqa: F401  (registers MaskFormer and Mask2Former's parts)
 from d2ext.engine import Trainer, load_cfg
 from tests.conftest import REPO_ROOT
+from tests.projects.maskformer.test_official_keys import published_name
 
 with open(os.path.join(REPO_ROOT, "tests", "fixtures", "mask2former_official_keys.json")) as f:
     OFFICIAL = json.load(f)
 
 MODELS = ["coco_panoptic_R50", "coco_instance_R50", "ade20k_semantic_R50", "cityscapes_semantic_R101"]
 FROM_CONFIG = {"criterion.empty_weight"}
-
-
-def published_name(key: str) -> str:
-    return key.replace("sem_seg_head.pixel_decoder.", "sem_seg_head.", 1)
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,9 +23,7 @@ import d2ext  # noqa: F401  (compat before detectron2)
 import pytest
 import torch
 
-import d2ext_projects.maskformer  # noqa: F401  (registers MaskFormer)
-import d2ext_projects.maskformer.masked_transformer_decoder  # noqa: F401
-import d2ext_projects.maskformer.msdeform_pixel_decoder  # noqa: F401
+import d2ext_projects.maskformer  # noqa: F401  (registers MaskFormer and Mask2Former's parts)
 from d2ext.engine import Trainer, load_cfg
 from tests.conftest import REPO_ROOT
 
