@@ -14,5 +14,6 @@ compat.apply()
 
 from . import data  # noqa: E402  (registers datasets; needs compat first)
 from .config import get_cfg, register_config  # noqa: E402
+from . import modeling  # noqa: E402  (registers backbones)
 
-__all__ = ["compat", "data", "get_cfg", "register_config"]
+__all__ = ["compat", "data", "get_cfg", "modeling", "register_config"]
