@@ -116,29 +116,37 @@ def instance_inference(
     *,
     topk: int,
     thing_ids: Optional[torch.Tensor],
+    things_after_topk: bool = False,
 ) -> Instances:
     """Top-k (query, class) pairs by class probability; masks are the queries' masks.
 
-    Each query may give several instances (one per class). Only thing classes
-    compete when ``thing_ids`` is given. Score = class probability x the mean
-    sigmoid of the mask over its pixels (mask logit > 0).
+    Each query may give several instances (one per class). With ``thing_ids``
+    only thing classes give instances: by default only they compete for the
+    top k (k instances whenever Q x T >= k); with ``things_after_topk``, as
+    Mask2Former's official inference does, all Q x K pairs compete and the
+    stuff ones are then dropped (fewer than k instances). Score = class
+    probability x the mean sigmoid of the mask over its pixels (mask logit > 0).
 
     Returns:
-        Instances of size (H, W) with pred_masks (k, H, W) bool, pred_boxes
-        (tight boxes of the masks), scores (k,), pred_classes (k,) contiguous ids;
-        k = min(topk, Q x number of candidate classes), by descending score of
+        Instances of size (H, W) with pred_masks (k', H, W) bool, pred_boxes
+        (tight boxes of the masks; the official Mask2Former gives zero boxes),
+        scores (k',), pred_classes (k',) contiguous ids, in descending order of
         the class probability.
     """
     num_classes = mask_cls.shape[-1] - 1
     h, w = mask_pred.shape[-2:]
     prob = F.softmax(mask_cls, dim=-1)[:, :-1]  # (Q, K)
     classes = torch.arange(num_classes, device=prob.device)
-    if thing_ids is not None:
+    if thing_ids is not None and not things_after_topk:
         classes = thing_ids.to(prob.device)
         prob = prob[:, classes]
     k = min(topk, prob.numel())
     top_scores, flat = prob.flatten().topk(k)
+    labels = classes[flat % prob.shape[1]]
     query = torch.div(flat, prob.shape[1], rounding_mode="floor")
+    if thing_ids is not None and things_after_topk:
+        keep = torch.isin(labels, thing_ids.to(labels.device))
+        top_scores, labels, query = top_scores[keep], labels[keep], query[keep]
     masks = mask_pred[query]
     binary = masks > 0
     area = binary.flatten(1).sum(1)
@@ -148,5 +156,5 @@ def instance_inference(
     result.pred_masks = binary
     result.pred_boxes = Boxes(mask_boxes(binary))
     result.scores = top_scores * mask_scores
-    result.pred_classes = classes[flat % prob.shape[1]]
+    result.pred_classes = labels
     return result

@@ -120,6 +120,7 @@ class MaskFormer(nn.Module):
         test_topk_per_image: int = 100,
         tta: Optional[dict] = None,
         panoptic_mask_on_pixels_only: bool = False,
+        instance_things_after_topk: bool = False,
     ):
         """
         Args:
@@ -141,6 +142,9 @@ class MaskFormer(nn.Module):
             panoptic_mask_on_pixels_only: Mask2Former's panoptic merge rule
                 (``inference.panoptic_inference``); from_config sets it for
                 Mask2Former's decoder, as its official code applies it.
+            instance_things_after_topk: Mask2Former's instance selection (all
+                classes compete for the top k, then stuff is dropped;
+                ``inference.instance_inference``); set with the same rule.
             tta: semantic test-time augmentation, {"min_sizes", "max_size",
                 "flip"}; None: off.
         """
@@ -162,6 +166,7 @@ class MaskFormer(nn.Module):
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.panoptic_mask_on_pixels_only = panoptic_mask_on_pixels_only
+        self.instance_things_after_topk = instance_things_after_topk
         self.sem_seg_postprocess_before_inference = (
             sem_seg_postprocess_before_inference or panoptic_on or instance_on
         )
@@ -225,6 +230,7 @@ class MaskFormer(nn.Module):
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             # no config key in either official code base: each has its own rule
             "panoptic_mask_on_pixels_only": mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder",
+            "instance_things_after_topk": mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder",
             "tta": (
                 {"min_sizes": list(aug.MIN_SIZES), "max_size": aug.MAX_SIZE, "flip": aug.FLIP}
                 if aug.ENABLED
@@ -339,7 +345,11 @@ class MaskFormer(nn.Module):
                 )
             if self.instance_on:
                 result["instances"] = instance_inference(
-                    mask_cls, resized, topk=self.test_topk_per_image, thing_ids=self.thing_ids
+                    mask_cls,
+                    resized,
+                    topk=self.test_topk_per_image,
+                    thing_ids=self.thing_ids,
+                    things_after_topk=self.instance_things_after_topk,
                 )
             results.append(result)
         return results

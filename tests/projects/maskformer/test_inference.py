@@ -142,6 +142,20 @@ def test_instance_inference_all_classes_and_topk_cap():
     assert sorted((result.pred_classes).tolist()) == [0, 0, 0, 1, 1, 1]
 
 
+def test_instance_inference_things_after_topk_drops_stuff_from_the_top_k():
+    """Mask2Former's selection: the top k of all (query, class) pairs, then stuff dropped."""
+    mask_cls, mask_pred = random_predictions(4, q=6, k=4)
+    things = torch.tensor([0, 2])
+    result = instance_inference(mask_cls, mask_pred, topk=8, thing_ids=things, things_after_topk=True)
+    prob = F.softmax(mask_cls, -1)[:, :-1]
+    top = prob.flatten().topk(8).indices
+    expected = sorted(int(i % 4) for i in top if int(i % 4) in (0, 2))
+    assert 0 < len(expected) < 8  # the top 8 holds both things and stuff: the rules differ
+    assert sorted(result.pred_classes.tolist()) == expected
+    competing = instance_inference(mask_cls, mask_pred, topk=8, thing_ids=things)
+    assert len(competing) == 8 and len(result) == len(expected)
+
+
 def test_mask_boxes_matches_detectron2_and_handles_empty():
     g = torch.Generator().manual_seed(3)
     masks = torch.rand(5, 9, 7, generator=g) > 0.8
