@@ -89,6 +89,10 @@ TOY_UNLABELED_NAME = "toy_unlabeled_train"
 TOY_SPLITS = ("train", "val")
 LABELLED_PROFILES = tuple(PROFILES)  # ("toy", "toy_rods"): each needs its entry in _sizes
 KINDS = ("instances", "panoptic", "panoptic_separated", "sem_seg")
+# Low-label training subsets, named as detectron2's coco_2017_val_100: the first
+# N training images (the scenes are random, so the first N are a random sample)
+# under "{profile}_{kind}_train_{N}", e.g. toy_sem_seg_train_60 (a fifth of toy).
+TOY_TRAIN_SUBSETS = (60,)
 # SeedSequence key of the unlabelled images: not a split index (train 0, val 1), so
 # no unlabelled image repeats a labelled one.
 _UNLABELED_STREAM = 1000
@@ -450,6 +454,14 @@ def _load_toy(
     return dicts
 
 
+def _load_toy_subset(num_images: int, *args) -> List[dict]:
+    """The first ``num_images`` dicts of ``_load_toy(*args)`` by image_id."""
+    dicts = sorted(_load_toy(*args), key=lambda d: d["image_id"])
+    if len(dicts) < num_images:
+        raise ValueError(f"toy subset of {num_images} images: the split has only {len(dicts)}")
+    return dicts[:num_images]
+
+
 def _toy_metadata(kind: str, p: Dict[str, str], categories: List[dict]) -> Dict[str, Any]:
     common = {"image_root": p["image_root"], "ignore_label": 255}
     if kind == "instances":
@@ -490,7 +502,8 @@ def _toy_metadata(kind: str, p: Dict[str, str], categories: List[dict]) -> Dict[
 
 
 def register_toy_profile(root: Optional[str], profile: "str | ToyProfile") -> List[str]:
-    """Registers ``{profile}_{kind}_{split}`` for ``<root>/<profile>``; returns the names."""
+    """Registers ``{profile}_{kind}_{split}`` (and the TOY_TRAIN_SUBSETS of train) for
+    ``<root>/<profile>``; returns the names."""
     root = get_datasets_root(root)
     profile = get_profile(profile)
     names = []
@@ -505,10 +518,15 @@ def register_toy_profile(root: Optional[str], profile: "str | ToyProfile") -> Li
                 "split": split,
                 "version": profile.version,
             }
-            loader = functools.partial(_load_toy, kind, root, split, name, profile.name)
+            args = (kind, root, split, name, profile.name)
             metadata = _toy_metadata(kind, p, profile.categories)
-            register_dataset(name, spec, loader, metadata, replace=True)
+            register_dataset(name, spec, functools.partial(_load_toy, *args), metadata, replace=True)
             names.append(name)
+            for n in TOY_TRAIN_SUBSETS if split == "train" else ():
+                subset = f"{name}_{n}"
+                loader = functools.partial(_load_toy_subset, n, kind, root, split, subset, profile.name)
+                register_dataset(subset, {**spec, "num_images": n}, loader, metadata, replace=True)
+                names.append(subset)
     return names
 
 

@@ -181,10 +181,11 @@ def test_registering_touches_no_disk(tmp_path):
     names = toy.register_toy_datasets(str(root))
     assert not root.exists()
     labelled = [
-        f"{profile}_{kind}_{split}"
+        name
         for profile in ("toy", "toy_rods")
         for split in ("train", "val")
         for kind in ("instances", "panoptic", "panoptic_separated", "sem_seg")
+        for name in [f"{profile}_{kind}_{split}"] + ([f"{profile}_{kind}_train_60"] if split == "train" else [])
     ]
     assert names == labelled + ["toy_unlabeled_train"]
     assert toy.register_toy_datasets(str(root)) == names  # idempotent
@@ -251,6 +252,21 @@ def test_registered_toy_datasets_follow_the_conventions(small_toy):
         meta.stuff_classes == ["disc", "block", "bar", "grass", "water"]
         and meta.ignore_label == 255
     )
+
+
+def test_low_label_subsets_are_the_first_training_images(small_toy, monkeypatch):
+    monkeypatch.setattr(toy, "TOY_TRAIN_SUBSETS", (3, 1000))
+    names = toy.register_toy_datasets(small_toy)
+    assert "toy_sem_seg_train_3" in names and "toy_panoptic_val_3" not in names
+    full = sorted(DatasetCatalog.get("toy_sem_seg_train"), key=lambda d: d["image_id"])
+    subset = DatasetCatalog.get("toy_sem_seg_train_3")
+    assert [d["file_name"] for d in subset] == [d["file_name"] for d in full[:3]]
+    assert len(DatasetCatalog.get("toy_instances_train_3")) == 3
+    assert MetadataCatalog.get("toy_sem_seg_train_3").stuff_classes == MetadataCatalog.get(
+        "toy_sem_seg_train"
+    ).stuff_classes
+    with pytest.raises(ValueError, match="subset of 1000 images: the split has only"):
+        DatasetCatalog.get("toy_sem_seg_train_1000")
 
 
 def test_command_line_entry(small_toy, capsys):
