@@ -69,6 +69,13 @@ def add_d2ext_config(cfg: CN) -> None:
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
 
+    # Backbones of the public implementations (d2ext.modeling.backbone), with
+    # their official keys; a config that already has them keeps its values.
+    if "SWIN" not in cfg.MODEL:
+        from d2ext.modeling.backbone.swin import add_swin_config
+
+        add_swin_config(cfg)
+
 
 def get_cfg() -> CN:
     """detectron2 defaults + d2ext keys + the keys of every registered project.
