@@ -29,6 +29,7 @@ clusters, M masks in the loss, C encoder channels, D projection channels.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -171,6 +172,9 @@ class R2O(nn.Module):
         self.seed = seed
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # part_timer(name) -> a context manager around each part of a training step;
+        # a no-op unless a profiler sets it (tools/benchmark_r2o.py's per-part timings).
+        self.part_timer = lambda name: contextlib.nullcontext()
 
     @classmethod
     def from_config(cls, cfg):
@@ -254,8 +258,10 @@ class R2O(nn.Module):
         Returns:
             (B, k', g, g) per-cluster area fractions, k' the clusters K-means returned.
         """
-        feats = backbone_features(self.target_backbone, whole, [self.mask_feature])[self.mask_feature]
-        return self._cluster(feats, superpixels, k, generator)
+        with self.part_timer("target forward, whole images"):
+            feats = backbone_features(self.target_backbone, whole, [self.mask_feature])[self.mask_feature]
+        with self.part_timer("clustering (pool, K-means, paint)"):
+            return self._cluster(feats, superpixels, k, generator)
 
     def _cluster(
         self, feats: torch.Tensor, superpixels: torch.Tensor, k: int, generator: torch.Generator
@@ -334,9 +340,10 @@ class R2O(nn.Module):
         views = torch.cat([self._stack(batched_inputs, "view1"), self._stack(batched_inputs, "view2")])
         views = self._normalize(views)  # (2B, 3, S, S): view 1 of every image, then view 2
 
-        online = self.backbone(views)[self.feature]  # (2B, C, h, w)
+        with self.part_timer("online forward"):
+            online = self.backbone(views)[self.feature]  # (2B, C, h, w)
         masks, num_clusters = self.view_masks(batched_inputs, tuple(online.shape[-2:]), iteration)
-        with torch.no_grad():
+        with torch.no_grad(), self.part_timer("target forward, views"):
             target = backbone_features(self.target_backbone, views, [self.feature])[self.feature]
 
         pooled1, area1 = mask_pool(online[:b], masks[:, 0])
@@ -353,9 +360,10 @@ class R2O(nn.Module):
         # The heads run even on no masks ((0, C) rows): the loss is then 0 but every
         # trainable parameter is in the graph, as DistributedDataParallel needs, and a
         # synchronised batch norm's collective is not skipped on one rank only.
-        z = torch.cat([pooled1[valid], pooled2[valid]])  # (2M, C)
-        q = self.predictor(self.projector(z))
-        with torch.no_grad():
+        with self.part_timer("online forward"):
+            z = torch.cat([pooled1[valid], pooled2[valid]])  # (2M, C)
+            q = self.predictor(self.projector(z))
+        with torch.no_grad(), self.part_timer("target forward, views"):
             t_pooled1, _ = mask_pool(target[:b], masks[:, 0])
             t_pooled2, _ = mask_pool(target[b:], masks[:, 1])
             t = self.target_projector(torch.cat([t_pooled1[valid], t_pooled2[valid]]))
