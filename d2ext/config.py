@@ -75,6 +75,15 @@ def add_d2ext_config(cfg: CN) -> None:
         from d2ext.modeling.backbone.swin import add_swin_config
 
         add_swin_config(cfg)
+    # detectron2 DeepLab's ResNet keys (build_resnet_deeplab_backbone; a plain
+    # ResNet reads none of them), with DeepLab's defaults.
+    if "STEM_TYPE" not in cfg.MODEL.RESNETS:
+        cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"  # "basic" or "deeplab"
+    if "RES4_DILATION" not in cfg.MODEL.RESNETS:
+        cfg.MODEL.RESNETS.RES4_DILATION = 1
+    if "RES5_MULTI_GRID" not in cfg.MODEL.RESNETS:
+        # res5 block i has dilation RES5_DILATION * RES5_MULTI_GRID[i]
+        cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
 
 
 def get_cfg() -> CN:

@@ -97,14 +97,8 @@ def add_maskformer_config(cfg: CN) -> None:
     # pad images to a multiple of this; < 0: the backbone's size_divisibility
     mf.SIZE_DIVISIBILITY = 32
 
-    # The official configs set two keys of detectron2's DeepLab project (its
-    # add_deeplab_config runs first in MaskFormer's train_net.py) that a plain
-    # ResNet never reads. Added, if absent, with DeepLab's defaults, so that
-    # those configs load and any project adding DeepLab's keys gets the same config.
-    if "STEM_TYPE" not in cfg.MODEL.RESNETS:
-        cfg.MODEL.RESNETS.STEM_TYPE = "deeplab"
-    if "RES5_MULTI_GRID" not in cfg.MODEL.RESNETS:
-        cfg.MODEL.RESNETS.RES5_MULTI_GRID = [1, 2, 4]
+    # The official configs' MODEL.RESNETS.STEM_TYPE / RES5_MULTI_GRID (detectron2
+    # DeepLab's keys) are d2ext's (add_d2ext_config, build_resnet_deeplab_backbone).
 
     # pixel decoder
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 256
