@@ -1,10 +1,11 @@
 """Config keys, the official configs' keys loading and building, model IO
 declarations, build-time checks (NUM_CLASSES, mapper name, decoder input)."""
+import glob
 import os
 
 import pytest
 import torch
-from detectron2.modeling import build_model
+from detectron2.modeling import SemanticSegmentor, build_model
 
 import d2ext_projects  # noqa: F401
 from d2ext.config import CONFIG_ADDERS
@@ -16,10 +17,35 @@ from d2ext_projects.maskformer import MaskFormer, add_maskformer_config
 from tests.projects.maskformer.conftest import CONFIGS, TINY, TOY_PANOPTIC, TOY_SEMANTIC
 
 BASELINES = os.path.join(os.path.dirname(CONFIGS), "baselines", "toy")
+# Every non-Swin config of the official MaskFormer (facebookresearch/MaskFormer
+# configs/; the Swin ones: test_swin_configs.py) -> (sem_seg_head or pixel decoder,
+# NUM_CLASSES, whole-model parameters in millions as in the MaskFormer paper
+# (None: not given there), ResNet stem).
+TF, FPN = "TransformerEncoderPixelDecoder", "BasePixelDecoder"
+PLAIN, PLUS = "PerPixelBaselineHead", "PerPixelBaselinePlusHead"
 OFFICIAL = {
-    "ade20k-150/maskformer_R50_bs16_160k.yaml": ("BasePixelDecoder", 150, 41.3),
-    "coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml": ("TransformerEncoderPixelDecoder", 133, 45.0),
-    "cityscapes-19/maskformer_R101_bs16_90k.yaml": ("BasePixelDecoder", 19, 60.2),
+    "ade20k-150/maskformer_R50_bs16_160k.yaml": (FPN, 150, 41, "BasicStem"),
+    "ade20k-150/maskformer_R101_bs16_160k.yaml": (FPN, 150, 60, "BasicStem"),
+    "ade20k-150/maskformer_R101c_bs16_160k.yaml": (FPN, 150, 60, "DeepLabStem"),
+    "ade20k-150/per_pixel_baseline_R50_bs16_160k.yaml": (PLAIN, 150, None, "BasicStem"),
+    "ade20k-150/per_pixel_baseline_plus_R50_bs16_160k.yaml": (PLUS, 150, None, "BasicStem"),
+    "ade20k-150-panoptic/maskformer_panoptic_R50_bs16_720k.yaml": (TF, 150, 45, "BasicStem"),
+    "ade20k-150-panoptic/maskformer_panoptic_R101_bs16_720k.yaml": (TF, 150, 64, "BasicStem"),
+    "ade20k-full-847/maskformer_R50_bs16_200k.yaml": (FPN, 847, 41, "BasicStem"),
+    "ade20k-full-847/maskformer_R101_bs16_200k.yaml": (FPN, 847, 60, "BasicStem"),
+    "ade20k-full-847/maskformer_R101c_bs16_200k.yaml": (FPN, 847, 60, "DeepLabStem"),
+    "ade20k-full-847/per_pixel_baseline_R50_bs16_200k.yaml": (PLAIN, 847, None, "BasicStem"),
+    "ade20k-full-847/per_pixel_baseline_plus_R50_bs16_200k.yaml": (PLUS, 847, None, "BasicStem"),
+    "cityscapes-19/maskformer_R101_bs16_90k.yaml": (FPN, 19, 60, "BasicStem"),
+    "cityscapes-19/maskformer_R101c_bs16_90k.yaml": (FPN, 19, 60, "DeepLabStem"),
+    "coco-panoptic/maskformer_panoptic_R50_bs64_554k.yaml": (TF, 133, 45, "BasicStem"),
+    "coco-panoptic/maskformer_panoptic_R101_bs64_554k.yaml": (TF, 133, 64, "BasicStem"),
+    "coco-stuff-10k-171/maskformer_R50_bs32_60k.yaml": (FPN, 171, 41, "BasicStem"),
+    "coco-stuff-10k-171/maskformer_R101_bs32_60k.yaml": (FPN, 171, 60, "BasicStem"),
+    "coco-stuff-10k-171/maskformer_R101c_bs32_60k.yaml": (FPN, 171, 60, "DeepLabStem"),
+    "coco-stuff-10k-171/per_pixel_baseline_R50_bs32_60k.yaml": (PLAIN, 171, None, "BasicStem"),
+    "coco-stuff-10k-171/per_pixel_baseline_plus_R50_bs32_60k.yaml": (PLUS, 171, None, "BasicStem"),
+    "mapillary-vistas-65/maskformer_R50_bs16_300k.yaml": (FPN, 65, 41, "BasicStem"),
 }
 
 
@@ -32,7 +58,7 @@ def test_adds_keys_without_changing_existing_defaults():
     assert all(flat[k] == v for k, v in flat_base.items())
     added = set(flat) - set(flat_base)
     assert all(
-        k.startswith(("MODEL.MASK_FORMER.", "MODEL.SEM_SEG_HEAD.", "MODEL.RESNETS."))
+        k.startswith(("MODEL.MASK_FORMER.", "MODEL.SEM_SEG_HEAD."))
         or k in ("INPUT.DATASET_MAPPER_NAME", "INPUT.IMAGE_SIZE", "INPUT.MIN_SCALE", "INPUT.MAX_SCALE")
         for k in added
     ), added
@@ -50,16 +76,39 @@ def _flatten(node, prefix=""):
     return out
 
 
+def test_every_official_copy_is_listed():
+    """The non-Swin, non-toy configs under configs/maskformer are exactly OFFICIAL."""
+    ours = {
+        os.path.relpath(p, CONFIGS)
+        for p in glob.glob(os.path.join(CONFIGS, "*", "*.yaml"))
+        if not os.path.basename(p).startswith("Base-") and os.path.basename(os.path.dirname(p)) != "toy"
+    }
+    assert ours == set(OFFICIAL)
+
+
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_official_configs_load_and_build(name):
-    decoder, num_classes, params_m = OFFICIAL[name]
+    """Built whole at full size on CPU (no forward): about a second per model."""
+    head, num_classes, params_m, stem = OFFICIAL[name]
     cfg = load_cfg(os.path.join(CONFIGS, name), ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
-    assert isinstance(model, MaskFormer)
-    assert type(model.sem_seg_head.pixel_decoder).__name__ == decoder
-    assert model.sem_seg_head.predictor.class_embed.out_features == num_classes + 1
-    # parameter counts of the MaskFormer paper: 41M, 45M, 60M
-    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, abs=0.5)
+    assert cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == num_classes
+    if head in (PLAIN, PLUS):
+        assert isinstance(model, SemanticSegmentor) and type(model.sem_seg_head).__name__ == head
+    else:
+        assert isinstance(model, MaskFormer)
+        assert type(model.sem_seg_head.pixel_decoder).__name__ == head
+        assert model.sem_seg_head.predictor.class_embed.out_features == num_classes + 1
+        # MaskFormer paper: R50 41M, R101 / R101c 60M; with the transformer encoder 45M / 64M
+        assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(params_m, abs=0.5)
+    backbone = model.backbone
+    assert type(backbone.stem).__name__ == stem
+    # R101c: DeepLab's ResNet, res5 dilated by RES5_DILATION (1) x RES5_MULTI_GRID [1, 2, 4]
+    deeplab = stem == "DeepLabStem"
+    assert cfg.MODEL.BACKBONE.NAME == ("build_resnet_deeplab_backbone" if deeplab else "build_resnet_backbone")
+    assert [b.conv2.dilation[0] for b in backbone.res5] == ([1, 2, 4] if deeplab else [1, 1, 1])
+    assert backbone.stem.conv1.weight.shape[-1] == (3 if deeplab else 7)
+    assert backbone.output_shape()["res5"].stride == 32
 
 
 def test_python_eval_tag_of_official_yaml_loads(tmp_path):
