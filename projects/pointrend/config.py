@@ -47,13 +47,13 @@ def add_pointrend_config(cfg: CN) -> None:
     cfg.MODEL.POINT_HEAD.COARSE_SEM_SEG_HEAD_NAME = "SemSegFPNHead"
 
     # --- Implicit PointRend
+    # The per-box MLP: POINT_HEAD.NUM_FC hidden layers of POINT_HEAD.FC_DIM + an output
+    # layer (detectron2's layout); its parameters are predicted per box, so their
+    # number grows with the square of FC_DIM.
     cfg.MODEL.IMPLICIT_POINTREND = CN()
-    # Point MLP input: fine-grained features at the point ...
+    # Point MLP input: a Fourier positional encoding of its box coordinates, then the
+    # fine-grained features at the point (at least one of the two).
     cfg.MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED = True
-    # ... and a Fourier positional encoding of its box coordinates (else the raw coordinates).
     cfg.MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED = True
     # Weight of the L2 penalty on the predicted per-box MLP parameters.
     cfg.MODEL.IMPLICIT_POINTREND.PARAMS_L2_REGULARIZER = 0.00001
-    # d2ext addition: hidden width of the per-box MLP. Its parameters are predicted
-    # per box, so their number grows with the square of this width.
-    cfg.MODEL.IMPLICIT_POINTREND.MLP_CHANNELS = 8

@@ -107,12 +107,16 @@ class StandardPointHead(nn.Module):
 class ImplicitPointHead(nn.Module):
     """Implicit PointRend's point head: an MLP whose parameters are given per box.
 
-    Input of each point: fine-grained features (if ``image_feature_enabled``)
-    and a Fourier encoding of the point's box coordinates (if
-    ``pos_enc_enabled``, else the coordinates themselves, in [-1, 1]). The MLP
-    has ``num_layers - 1`` hidden layers of ``channels`` and an output layer of K;
-    its weights and biases for each box are the rows of ``params`` (R, num_params),
-    predicted by the mask head. Layers run as batched matrix products over boxes.
+    Input of each point: a Fourier encoding of the point's box coordinates (if
+    ``pos_enc_enabled``) followed by the fine-grained features (if
+    ``image_feature_enabled``); at least one of the two. The MLP has ``num_fc``
+    hidden layers of ``channels`` and an output layer of K (``num_fc + 1`` layers).
+
+    Layout of ``params`` (R, num_params), the per-box parameters predicted by the
+    mask head: the weights of every layer in layer order, each (out, in) row-major,
+    then the biases of every layer in layer order. This is detectron2's
+    ImplicitPointHead (its ``_parse_params``), so its checkpoints' parameter heads
+    drive this MLP unchanged. Layers run as batched matrix products over boxes.
     """
 
     @configurable
@@ -121,16 +125,28 @@ class ImplicitPointHead(nn.Module):
         *,
         in_channels: int,
         num_classes: int,
-        channels: int = 8,
-        num_layers: int = 3,
+        channels: int = 256,
+        num_fc: int = 3,
         image_feature_enabled: bool = True,
         pos_enc_enabled: bool = True,
         pos_enc_dim: int = 256,
-        pos_enc_scale: float = 1.0,
     ):
+        """
+        Args:
+            in_channels: C, fine-grained feature channels.
+            num_classes: K outputs per point (1: class-agnostic).
+            channels: hidden width (POINT_HEAD.FC_DIM).
+            num_fc: hidden layers (POINT_HEAD.NUM_FC).
+            pos_enc_dim: D, channels of the position encoding (D/2 frequencies).
+        """
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"MODEL.POINT_HEAD.NUM_FC must be >= 1, got {num_layers}")
+        if num_fc < 1:
+            raise ValueError(f"MODEL.POINT_HEAD.NUM_FC must be >= 1 for ImplicitPointHead, got {num_fc}")
+        if not (image_feature_enabled or pos_enc_enabled):
+            raise ValueError(
+                "ImplicitPointHead needs an input: set MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED "
+                "or MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED"
+            )
         self.num_classes = num_classes
         self.image_feature_enabled = image_feature_enabled
         self.pos_enc_enabled = pos_enc_enabled
@@ -138,11 +154,9 @@ class ImplicitPointHead(nn.Module):
             # Fixed random Fourier features: gaussian frequencies, as a buffer so
             # that checkpoints carry them (detectron2's name for it).
             freqs = torch.randn(2, pos_enc_dim // 2, generator=torch.Generator().manual_seed(0))
-            self.register_buffer(
-                "positional_encoding_gaussian_matrix", freqs * pos_enc_scale, persistent=True
-            )
-        dim = (in_channels if image_feature_enabled else 0) + (pos_enc_dim if pos_enc_enabled else 2)
-        dims = [dim] + [channels] * (num_layers - 1) + [num_classes]
+            self.register_buffer("positional_encoding_gaussian_matrix", freqs, persistent=True)
+        dim = (in_channels if image_feature_enabled else 0) + (pos_enc_dim if pos_enc_enabled else 0)
+        dims = [dim] + [channels] * num_fc + [num_classes]
         self.layer_shapes = list(zip(dims[1:], dims[:-1]))  # (out, in) per layer
         self.num_params = sum(o * i + o for o, i in self.layer_shapes)
 
@@ -151,50 +165,57 @@ class ImplicitPointHead(nn.Module):
         return {
             "in_channels": input_shape.channels,
             "num_classes": _num_classes(cfg, num_classes),
-            "channels": cfg.MODEL.IMPLICIT_POINTREND.MLP_CHANNELS,
-            "num_layers": cfg.MODEL.POINT_HEAD.NUM_FC,
+            "channels": cfg.MODEL.POINT_HEAD.FC_DIM,
+            "num_fc": cfg.MODEL.POINT_HEAD.NUM_FC,
             "image_feature_enabled": cfg.MODEL.IMPLICIT_POINTREND.IMAGE_FEATURE_ENABLED,
             "pos_enc_enabled": cfg.MODEL.IMPLICIT_POINTREND.POS_ENC_ENABLED,
         }
 
+    def split_params(self, params: torch.Tensor):
+        """(R, num_params) -> [(R, out, in) weights], [(R, out, 1) biases], one per layer."""
+        r = params.shape[0]
+        sizes = [o * i for o, i in self.layer_shapes] + [o for o, _ in self.layer_shapes]
+        chunks = params.split(sizes, dim=1)
+        n = len(self.layer_shapes)
+        weights = [w.reshape(r, o, i) for w, (o, i) in zip(chunks[:n], self.layer_shapes)]
+        biases = [b.reshape(r, o, 1) for b, (o, _) in zip(chunks[n:], self.layer_shapes)]
+        return weights, biases
+
     def initial_params(self) -> torch.Tensor:
-        """(num_params,): MSRA-initialized hidden weights, a near-zero output layer, zero biases."""
+        """(num_params,) in the layout of ``params``: MSRA-initialized hidden weights,
+        a near-zero output layer, zero biases."""
         g = torch.Generator().manual_seed(0)
-        chunks = []
+        weights = []
         for i, (o, n) in enumerate(self.layer_shapes):
             std = math.sqrt(2.0 / n) if i < len(self.layer_shapes) - 1 else 0.001
-            chunks += [torch.randn(o * n, generator=g) * std, torch.zeros(o)]
-        return torch.cat(chunks)
+            weights.append(torch.randn(o * n, generator=g) * std)
+        return torch.cat(weights + [torch.zeros(o) for o, _ in self.layer_shapes])
 
     def encode_positions(self, coords: torch.Tensor) -> torch.Tensor:
-        """(R, P, 2) box coordinates in [0, 1] -> (R, D, P) position features."""
-        centred = 2 * coords - 1
-        if not self.pos_enc_enabled:
-            return centred.transpose(1, 2)
+        """(R, P, 2) box coordinates in [0, 1] -> (R, D, P) Fourier features [sin, cos]."""
         freqs = self.positional_encoding_gaussian_matrix.to(coords.dtype)
-        phase = 2 * math.pi * centred @ freqs  # (R, P, D/2)
+        phase = 2 * math.pi * ((2 * coords - 1) @ freqs)  # (R, P, D/2)
         return torch.cat([phase.sin(), phase.cos()], dim=2).transpose(1, 2)
 
-    def forward(self, fine_features: torch.Tensor, coords: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def forward(self, fine_features, coords: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """
         Args:
-            fine_features: (R, C, P) (ignored if image features are disabled).
+            fine_features: (R, C, P) (None / ignored if image features are disabled).
             coords: (R, P, 2) box coordinates of the points.
             params: (R, num_params) per-box MLP parameters.
         Returns:
             (R, K, P) logits.
         """
-        x = self.encode_positions(coords)
+        inputs = []
+        if self.pos_enc_enabled:
+            inputs.append(self.encode_positions(coords))
         if self.image_feature_enabled:
-            x = torch.cat([fine_features, x], dim=1)
-        r = params.shape[0]
-        start = 0
-        for i, (o, n) in enumerate(self.layer_shapes):
-            w = params[:, start : start + o * n].reshape(r, o, n)
-            b = params[:, start + o * n : start + o * n + o].reshape(r, o, 1)
-            start += o * n + o
+            inputs.append(fine_features)
+        x = torch.cat(inputs, dim=1) if len(inputs) > 1 else inputs[0]
+        weights, biases = self.split_params(params)
+        for i, (w, b) in enumerate(zip(weights, biases)):
             x = torch.baddbmm(b, w, x)
-            if i < len(self.layer_shapes) - 1:
+            if i < len(weights) - 1:
                 x = F.relu(x)
         return x
 

@@ -26,17 +26,6 @@ with open(os.path.join(REPO_ROOT, "tests", "fixtures", "pointrend_official_keys.
 
 MODELS = ["pointrend_rcnn", "implicit_pointrend", "pointrend_semantic"]
 
-# Known, not a naming matter: d2ext's ImplicitPointHead sizes its per-box MLP by
-# IMPLICIT_POINTREND.MLP_CHANNELS and POINT_HEAD.NUM_FC layers in all, detectron2's by
-# POINT_HEAD.FC_DIM and NUM_FC + 1 layers (and lays the parameters out differently), so
-# the parameter head's output size differs (projects/pointrend/README.md).
-SHAPE_DIFFERENCES = {
-    "implicit_pointrend": {
-        "roi_heads.mask_head.parameter_head.prediction.weight",
-        "roi_heads.mask_head.parameter_head.prediction.bias",
-    },
-}
-
 # The new (detectron2) key fragments -> d2ext's earlier ones, to write old checkpoints.
 OLD_NAMES = [
     (r"\.coarse_head\.reduce_spatial_dim_conv\.", ".coarse_head.net.reduce."),
@@ -70,8 +59,7 @@ def test_keys_and_shapes_are_detectron2s(name):
     ours = {k: tuple(v.shape) for k, v in build(name).state_dict().items()}
     assert sorted(set(official) - set(ours)) == []  # missing
     assert sorted(set(ours) - set(official)) == []  # unexpected
-    differ = {k for k in ours if ours[k] != official[k]}
-    assert differ == SHAPE_DIFFERENCES.get(name, set())
+    assert {k for k in ours if ours[k] != official[k]} == set()  # shapes
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -84,12 +72,11 @@ def test_detectron2_checkpoint_loads_through_checkpointer(name, tmp_path):
     model = build(name)
     checkpointer = DetectionCheckpointer(model)
     incompatible = checkpointer._load_model(checkpointer._load_file(str(tmp_path / "official.pth")))
-    skipped = SHAPE_DIFFERENCES.get(name, set())  # not loaded: shape differs
-    assert set(incompatible.missing_keys) == skipped
+    assert incompatible.missing_keys == []
     assert incompatible.unexpected_keys == []
     state = model.state_dict()
     for key, value in weights.items():
-        if key not in skipped and value.dtype.is_floating_point:
+        if value.dtype.is_floating_point:
             assert torch.equal(state[key], value), key
 
 
