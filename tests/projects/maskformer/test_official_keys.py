@@ -34,7 +34,7 @@ with open(os.path.join(REPO_ROOT, "tests", "fixtures", "maskformer_official_keys
     OFFICIAL = json.load(f)
 
 MODELS = [
-    "ade20k_R50", "coco_panoptic_R50", "cityscapes_R101",
+    "ade20k_R50", "coco_panoptic_R50", "cityscapes_R101", "ade20k_R101c",
     "ade20k_per_pixel_baseline_R50", "ade20k_per_pixel_baseline_plus_R50",
 ]
 # Loaded from the checkpoint but then set from the config (projects/maskformer/README.md).
@@ -90,6 +90,7 @@ def test_keys_and_shapes_are_the_official(name):
         ("ade20k_R50", "published", False),
         ("coco_panoptic_R50", "published", False),
         ("cityscapes_R101", "published", False),
+        ("ade20k_R101c", "published", False),  # DeepLab ResNet (stem.conv1-3)
         # matching_heuristics (as third-party .pkl files set) and the model's own layout
         ("ade20k_R50", "published", True),
         ("coco_panoptic_R50", "state_dict", False),
