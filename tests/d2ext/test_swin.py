@@ -176,3 +176,14 @@ def test_input_channels_follow_the_input_shape():
     cfg.MODEL.SWIN.NUM_HEADS = [1, 1, 1, 1]
     backbone = D2SwinTransformer(cfg, ShapeSpec(channels=1))
     assert backbone.patch_embed.proj.weight.shape == (8, 1, 4, 4)
+
+
+def test_runs_under_autocast():
+    """Mask2Former's configs train with AMP. The attention bias takes the projections' dtype
+    (on CUDA, float16 ones next to float32 LayerNorm outputs; only CPU bfloat16 runs here)."""
+    backbone = _backbone({"EMBED_DIM": 8, "NUM_HEADS": [1, 1, 2, 2], "DEPTHS": [2, 2, 2, 2]})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = backbone(torch.rand(1, 3, 40, 52))
+    assert out["res5"].shape == (1, 64, 2, 2) and all(torch.isfinite(v.float()).all() for v in out.values())
+    sum(v.float().mean() for v in out.values()).backward()
+    assert torch.isfinite(backbone.patch_embed.proj.weight.grad).all()

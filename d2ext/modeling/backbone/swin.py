@@ -136,7 +136,7 @@ class WindowAttention(nn.Module):
         bias = bias.view(length, length, self.num_heads).permute(2, 0, 1)  # (h, L, L)
         bias = bias if mask is None else bias + mask[:, None]  # (nW, h, L, L)
         out = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=bias.to(x.dtype),
+            qkv[0], qkv[1], qkv[2], attn_mask=bias.to(qkv.dtype),  # autocast: the projections dtype
             dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale,
         )
         out = out.permute(0, 1, 3, 2, 4).reshape(b, length, c)
