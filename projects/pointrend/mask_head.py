@@ -342,7 +342,7 @@ class ImplicitPointRendMaskHead(_PointMaskHeadBase):
         return _select(self.point_head(fine, coords, params), classes)
 
     def forward(self, features: Dict[str, torch.Tensor], instances: List[Instances]):
-        """Same contract as PointRendMaskHead; losses "loss_mask_point", "loss_mask_params_l2"."""
+        """Same contract as PointRendMaskHead; losses "loss_mask_point", "loss_l2" (detectron2's names)."""
         boxes = self._boxes(instances, self.training)
         num_boxes = sum(len(b) for b in boxes)
         ref = features[self.box_in_features[0]]
@@ -354,10 +354,11 @@ class ImplicitPointRendMaskHead(_PointMaskHeadBase):
             classes = torch.cat([x.gt_classes for x in instances])
             coords = torch.rand(num_boxes, self.train_num_points, 2, device=ref.device, dtype=ref.dtype)
             point_logits = self._predict_points(features, boxes, params, classes, coords)
-            l2 = (params ** 2).sum(dim=1).mean() if num_boxes else params.sum() * 0
+            # detectron2's penalty: the mean over every predicted parameter of every box
+            l2 = (params ** 2).mean() if num_boxes else params.sum() * 0
             return {
                 "loss_mask_point": self.point_loss(point_logits, coords, instances, boxes),
-                "loss_mask_params_l2": self.params_l2_regularizer * l2,
+                "loss_l2": self.params_l2_regularizer * l2,
             }
 
         classes = torch.cat([x.pred_classes for x in instances])

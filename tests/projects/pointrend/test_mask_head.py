@@ -120,7 +120,7 @@ def _train_step(head, instances):
 def test_batch_without_foreground_trains(config):
     head = _head(config)
     losses = _train_step(head, [_proposals([], [], BitMasks(torch.zeros(0, 64, 80, dtype=torch.bool)))] * 2)
-    assert all(torch.isfinite(v) and v == 0 for k, v in losses.items() if k != "loss_mask_params_l2")
+    assert all(torch.isfinite(v) and v == 0 for k, v in losses.items() if k != "loss_l2")
     assert all(p.grad is not None for p in head.parameters() if p.requires_grad)
 
 
@@ -134,6 +134,20 @@ def test_one_pixel_objects_train(config):
     losses = _train_step(head, [inst, _proposals([], [], BitMasks(masks[:0]))])
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["loss_mask_point"] > 0
+
+
+def test_implicit_l2_is_detectron2s_mean_over_all_predicted_parameters():
+    head = _head(IMPLICIT)
+    seen = []
+    head.parameter_head.register_forward_hook(lambda m, i, out: seen.append(out.detach()))
+    masks = torch.zeros(2, 64, 80, dtype=torch.bool)
+    masks[:, 10:30, 12:40] = True
+    inst = _proposals([[10, 8, 42, 32], [5, 5, 60, 50]], [0, 2], BitMasks(masks))
+    losses = _train_step(head, [inst])
+    (params,) = seen  # (R, num_params)
+    assert params.shape[0] == 2 and params.shape[1] > 1
+    expected = head.params_l2_regularizer * (params ** 2).mean()
+    torch.testing.assert_close(losses["loss_l2"].detach(), expected)
 
 
 def test_polygon_ground_truth_is_converted():
