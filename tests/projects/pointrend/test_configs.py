@@ -206,12 +206,17 @@ OURS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "pointrend", "*", "*.
 
 def test_our_config_files_are_all_covered():
     names = {os.path.relpath(p, os.path.join(REPO_ROOT, "configs", "pointrend")) for p in OURS}
-    assert {
+    # a copy of each of detectron2's 8 PointRend configs (v0.6 projects/PointRend/configs)
+    official = {
         "coco/pointrend_rcnn_R_50_FPN_1x_coco.yaml", "coco/pointrend_rcnn_R_50_FPN_3x_coco.yaml",
+        "coco/pointrend_rcnn_R_101_FPN_3x_coco.yaml", "coco/pointrend_rcnn_X_101_32x8d_FPN_3x_coco.yaml",
+        "coco/implicit_pointrend_R_50_FPN_1x_coco.yaml", "coco/implicit_pointrend_R_50_FPN_3x_coco.yaml",
         "cityscapes/pointrend_rcnn_R_50_FPN_1x_cityscapes.yaml",
         "cityscapes/pointrend_semantic_R_101_FPN_1x_cityscapes.yaml",
-        "toy/pointrend_rcnn_R18_FPN_toy.yaml", "toy/pointrend_semantic_R18_FPN_toy.yaml",
-    } <= names
+    }
+    toy = {"toy/pointrend_rcnn_R18_FPN_toy.yaml", "toy/pointrend_semantic_R18_FPN_toy.yaml",
+           "toy/implicit_pointrend_R18_FPN_toy.yaml"}
+    assert names == official | toy
 
 
 @pytest.mark.parametrize("path", OURS, ids=lambda p: os.path.basename(p))
