@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import nn
 
-from d2ext.layers import binary_uncertainty, point_sample, uncertain_points_with_randomness
+from d2ext.layers import binary_uncertainty, point_sample
 
 from .losses import dice_loss, sigmoid_focal_loss
 from .matcher import HungarianMatcher, Indices, targets_at_resolution
@@ -112,16 +112,36 @@ class SetCriterion(nn.Module):
         classes[batch, query] = torch.cat(matched).to(logits.device)
         return F.cross_entropy(logits.transpose(1, 2).float(), classes, self.empty_weight.to(logits.device))
 
+    def _uncertain_coords(self, logits: torch.Tensor) -> torch.Tensor:
+        """(M, 1, h, w) logits -> (M, P, 2) points in [0, 1]: the most uncertain of
+        ``oversample_ratio * P`` uniform ones, then uniform ones (PointRend's training
+        sampling, as ``d2ext.layers.uncertain_points_with_randomness``, the official's
+        ``get_uncertain_point_coords_with_randomness``).
+
+        The same random numbers in the same order and the same set of points; only
+        their order within the uncertain part differs (an unsorted top-k, twice as
+        fast on CPU), which no loss depends on (each is a mean or sum over points).
+        """
+        if self.oversample_ratio < 1:
+            raise ValueError(f"oversample_ratio must be >= 1, got {self.oversample_ratio}")
+        if not 0 <= self.importance_sample_ratio <= 1:
+            raise ValueError(f"importance_sample_ratio must be in [0, 1], got {self.importance_sample_ratio}")
+        n, device, dtype = logits.shape[0], logits.device, logits.dtype
+        num_sampled = int(self.num_points * self.oversample_ratio)
+        num_uncertain = int(self.importance_sample_ratio * self.num_points)
+        num_random = self.num_points - num_uncertain
+        coords = torch.rand(n, num_sampled, 2, device=device, dtype=dtype)
+        uncertainty = binary_uncertainty(point_sample(logits, coords)).reshape(n, num_sampled)
+        idx = uncertainty.topk(num_uncertain, dim=1, sorted=False).indices
+        coords = coords.gather(1, idx.unsqueeze(-1).expand(-1, -1, 2))
+        if num_random > 0:
+            coords = torch.cat([coords, torch.rand(n, num_random, 2, device=device, dtype=dtype)], 1)
+        return coords
+
     def _point_pairs(self, src: torch.Tensor, tgt: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(M, h, w) logits, (M, H, W) targets -> both sampled at P points, (M, P) each."""
         with torch.no_grad():
-            coords = uncertain_points_with_randomness(
-                src[:, None],
-                binary_uncertainty,
-                self.num_points,
-                self.oversample_ratio,
-                self.importance_sample_ratio,
-            )
+            coords = self._uncertain_coords(src[:, None])
             tgt = point_sample(tgt[:, None].to(src.dtype), coords, align_corners=False)[:, 0]
         src = point_sample(src[:, None], coords, align_corners=False)[:, 0]
         return src, tgt
@@ -179,7 +199,10 @@ class SetCriterion(nn.Module):
             match_targets = small
             loss_targets = targets if self.at_target_resolution else small
         else:
-            match_targets = loss_targets = targets
+            # Point sampling reads float masks: convert once for all layers and images
+            # (the matcher and the mask loss would each convert them per layer).
+            dtype = outputs["pred_masks"].dtype
+            match_targets = loss_targets = [dict(t, masks=t["masks"].to(dtype)) for t in targets]
         aux = list(outputs.get("aux_outputs", []))
         layers = [("", outputs, f"decoder layer {len(aux) + 1} of {len(aux) + 1} (final)")]
         layers += [(f"_{i}", a, f"decoder layer {i + 1} of {len(aux) + 1}") for i, a in enumerate(aux)]

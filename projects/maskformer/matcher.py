@@ -106,11 +106,12 @@ class HungarianMatcher(nn.Module):
         """-> predictions (Q, P) logits and targets (T, P) in [0, 1], compared pixel for pixel."""
         if self.num_points > 0:
             coords = torch.rand(1, self.num_points, 2, device=pred_masks.device)
-            pred = pred_masks[:, None]
-            pred = point_sample(pred, coords.expand(len(pred_masks), -1, -1), align_corners=False)
-            tgt = tgt_masks[:, None].to(pred_masks.dtype)
-            tgt = point_sample(tgt, coords.expand(len(tgt_masks), -1, -1), align_corners=False)
-            return pred[:, 0], tgt[:, 0]
+            # The masks as channels of one map: grid_sample computes the bilinear
+            # weights of each point once for all of them (bit for bit the official's
+            # per-mask sampling at expanded coordinates, in about half the time).
+            pred = point_sample(pred_masks[None], coords, align_corners=False)
+            tgt = point_sample(tgt_masks[None].to(pred_masks.dtype), coords, align_corners=False)
+            return pred[0], tgt[0]
         tgt = targets_at_resolution(tgt_masks, pred_masks.shape[-2:])
         return pred_masks.flatten(1), tgt.flatten(1).to(pred_masks.dtype)
 

@@ -32,19 +32,22 @@ def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-    # grid_sample wants coordinates in [-1, 1].
-    grids = 2 * sampling_locations - 1
-    sampled = []
+    # grid_sample wants coordinates in [-1, 1]. Each level is sampled on a
+    # (P, Lq) grid, so its output (N*M, D, P, Lq) has the queries innermost and
+    # the weighted sum over points is a broadcast over D on contiguous rows (the
+    # official reference stacks the levels to (N*M, D, Lq, L*P) and sums the last,
+    # 12-wide dimension: the same sum, about twice the time forward + backward).
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 4, 1, 5)  # (N, M, L, P, Lq, 2)
+    weights = attention_weights.permute(0, 2, 3, 4, 1)  # (N, M, L, P, Lq)
+    out = None
     for lvl, (v, (h, w)) in enumerate(zip(value.split(sizes, dim=1), spatial_shapes.tolist())):
         # (N, H*W, M, D) -> (N*M, D, H, W)
         v = v.flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
-        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # (N*M, D, Lq, L*P) weighted by (N*M, 1, Lq, L*P)
-    stacked = torch.stack(sampled, dim=-2).flatten(-2)
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
-    out = (stacked * weights).sum(-1).view(n, m * d, lq)
+        g = grids[:, :, lvl].flatten(0, 1)  # (N*M, P, Lq, 2)
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        term = (sampled * weights[:, :, lvl].reshape(n * m, 1, num_points, lq)).sum(2)  # (N*M, D, Lq)
+        out = term if out is None else out + term
+    out = out.view(n, m * d, lq)
     return out.transpose(1, 2).contiguous()
 
 

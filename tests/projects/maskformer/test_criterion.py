@@ -168,3 +168,43 @@ def test_loss_at_prediction_resolution_uses_area_downsampled_targets():
     small = F.avg_pool2d(target["masks"].float()[None], 4)[0]
     expected = dice_loss(masks[0, rows].flatten(1), small[cols].flatten(1)).sum()
     assert losses["loss_dice"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_point_sampled_losses_equal_shared_point_selection():
+    """The criterion's own point selection (an unsorted top-k) draws the same random numbers
+    and keeps the same points as d2ext.layers.uncertain_points_with_randomness (the official
+    get_uncertain_point_coords_with_randomness): the same losses and gradients."""
+    from d2ext.layers import binary_uncertainty, point_sample, uncertain_points_with_randomness
+
+    def shared_point_pairs(self, src, tgt):
+        with torch.no_grad():
+            coords = uncertain_points_with_randomness(
+                src[:, None], binary_uncertainty, self.num_points, self.oversample_ratio,
+                self.importance_sample_ratio,
+            )
+            tgt = point_sample(tgt[:, None].to(src.dtype), coords, align_corners=False)[:, 0]
+        return point_sample(src[:, None], coords, align_corners=False)[:, 0], tgt
+
+    targets = [
+        square_target([0, 2], [(0, 0, 8, 8), (4, 6, 16, 16)]),
+        empty_target(),
+        square_target([1], [(2, 2, 5, 12)]),
+    ]
+    results = []
+    for point_pairs in (SetCriterion._point_pairs, shared_point_pairs):
+        logits, masks = rand_outputs(11, b=3, q=4, size=(8, 8), requires_grad=True)
+        aux_logits, aux_masks = (t.detach().clone().requires_grad_(True) for t in rand_outputs(12, b=3, q=4, size=(8, 8)))
+        criterion = SetCriterion(K, HungarianMatcher(2.0, 5.0, 5.0, num_points=40), class_weight=2.0,
+                                 mask_weight=5.0, dice_weight=5.0, num_points=40)
+        criterion._point_pairs = point_pairs.__get__(criterion)
+        torch.manual_seed(0)
+        losses = criterion(outputs_from(logits, masks, [(aux_logits, aux_masks)]), targets)
+        sum(losses.values()).backward()
+        results.append((losses, masks.grad, aux_masks.grad))
+    (got, *got_grads), (want, *want_grads) = results
+    assert got.keys() == want.keys() and "loss_mask_0" in got
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-7)
+    for g, w in zip(got_grads, want_grads):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)

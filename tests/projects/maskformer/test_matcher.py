@@ -262,3 +262,18 @@ def test_one_pixel_target_still_has_a_mask_cost():
     assert small[0, 1, 1] == pytest.approx(1 / 16) and small.sum() == pytest.approx(1 / 16)
     cost = matcher.cost_matrix(torch.zeros(2, 3), masks, torch.tensor([0]), tgt)
     assert cost[0, 0] < cost[1, 0]
+
+
+
+def test_point_samples_equal_per_mask_sampling():
+    """The masks are sampled as channels of one map: exactly the per-mask samples at the
+    same points (the official samples each mask at expanded coordinates)."""
+    matcher = HungarianMatcher(num_points=300)
+    _, masks, _, tgt = random_case(0, 7, 4, target_scale=3)
+    torch.manual_seed(0)
+    pred, tgt_points = matcher._mask_pairs(masks, tgt)
+    torch.manual_seed(0)
+    coords = torch.rand(1, 300, 2)
+    want_pred = F.grid_sample(masks[:, None], (2 * coords - 1).expand(7, -1, -1)[:, :, None], align_corners=False)
+    want_tgt = F.grid_sample(tgt[:, None].float(), (2 * coords - 1).expand(4, -1, -1)[:, :, None], align_corners=False)
+    assert torch.equal(pred, want_pred[:, 0, :, 0]) and torch.equal(tgt_points, want_tgt[:, 0, :, 0])
