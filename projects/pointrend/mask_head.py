@@ -116,6 +116,19 @@ class _PointMaskHeadBase(nn.Module):
             "subdivision_num_points": cfg.MODEL.POINT_HEAD.SUBDIVISION_NUM_POINTS,
         }
 
+    def _inference_features(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The maps this head samples, in channels-last memory layout (inference only).
+
+        Bilinear sampling reads the 4 neighbours of a point in every channel: with the
+        channels innermost they are 4 contiguous runs instead of 4 x C scattered reads,
+        several times faster on large maps. Same values (only the layout changes).
+        """
+        names = set(self.box_in_features) | set(self.point_in_features)
+        return {
+            k: v.contiguous(memory_format=torch.channels_last) if k in names and v.dim() == 4 else v
+            for k, v in features.items()
+        }
+
     def box_features(self, features: Dict[str, torch.Tensor], boxes: List[torch.Tensor]) -> torch.Tensor:
         """(R, C, S, S): box features bilinearly sampled at the S x S grid cell centres."""
         num = sum(len(b) for b in boxes)
@@ -258,6 +271,8 @@ class PointRendMaskHead(_PointMaskHeadBase):
         num_boxes = sum(len(b) for b in boxes)
         if not self.training and num_boxes == 0:
             return self._empty_output(instances, self.output_side(), features[self.box_in_features[0]])
+        if not self.training:
+            features = self._inference_features(features)
         coarse_logits = self.coarse_head.layers(self.box_features(features, boxes))  # (R, K, s, s)
 
         if self.training:
@@ -348,6 +363,8 @@ class ImplicitPointRendMaskHead(_PointMaskHeadBase):
         ref = features[self.box_in_features[0]]
         if not self.training and num_boxes == 0:
             return self._empty_output(instances, self.output_side(), ref)
+        if not self.training:
+            features = self._inference_features(features)
         params = self.parameter_head(self.box_features(features, boxes))  # (R, num_params)
 
         if self.training:

@@ -65,20 +65,29 @@ def sample_box_features(
     num_per_image = [len(b) for b in boxes]
     r, p = coords.shape[:2]
     channels = sum(f.shape[1] for f in features)
-    out = coords.new_zeros(r, channels, p, dtype=features[0].dtype)
-    start = 0
+    # Without autograd, one grid per box over the image's map broadcast to its n boxes
+    # (a view, no copy): the same bilinear arithmetic at every point as one
+    # (1, C, n * P) call, and the output is already (n, C_l, P). With autograd the map
+    # is sampled once per image (the broadcast map's gradient would be n maps).
+    broadcast = not (torch.is_grad_enabled() and any(f.requires_grad for f in features))
+    per_image, start = [], 0
     for i, (n, b) in enumerate(zip(num_per_image, boxes)):
         if n == 0:  # no box, no work
             continue
-        xy = box_to_image_coords(b, coords[start : start + n]).reshape(1, n * p, 2)
+        xy = box_to_image_coords(b, coords[start : start + n])  # (n, P, 2)
+        start += n
         level_feats = []
         for f, s in zip(features, strides):
             size = xy.new_tensor([f.shape[3] * s, f.shape[2] * s])
-            level_feats.append(point_sample(f[i : i + 1], xy / size))  # (1, C_l, n * P)
-        sampled = torch.cat(level_feats, dim=1).reshape(channels, n, p).transpose(0, 1)
-        out[start : start + n] = sampled
-        start += n
-    return out
+            if broadcast:
+                level_feats.append(point_sample(f[i : i + 1].expand(n, -1, -1, -1), xy / size))
+            else:
+                flat = point_sample(f[i : i + 1], (xy / size).reshape(1, n * p, 2))  # (1, C_l, n * P)
+                level_feats.append(flat.reshape(f.shape[1], n, p).transpose(0, 1))
+        per_image.append(level_feats[0] if len(level_feats) == 1 else torch.cat(level_feats, dim=1))
+    if not per_image:
+        return coords.new_zeros(r, channels, p, dtype=features[0].dtype)
+    return per_image[0] if len(per_image) == 1 else torch.cat(per_image, dim=0)
 
 
 def sample_bool_masks(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:

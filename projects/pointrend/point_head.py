@@ -88,10 +88,23 @@ class StandardPointHead(nn.Module):
     def forward(self, fine_features: torch.Tensor, coarse_features: torch.Tensor) -> torch.Tensor:
         """(R, C, P) fine, (R, Kc, P) coarse -> (R, K, P) logits."""
         x = torch.cat([fine_features, coarse_features], dim=1)
+        if not self.coarse_pred_each_layer or not self.fc_layers:
+            for fc in self.fc_layers:
+                x = F.relu(fc(x))
+            return self.predictor(x)
+        if torch.is_grad_enabled():
+            for fc in self.fc_layers:
+                x = torch.cat([F.relu(fc(x)), coarse_features], dim=1)
+            return self.predictor(x)
+        # Inference: every hidden layer's input is one buffer, [relu(fc(.)), coarse], whose
+        # coarse part is written once and whose first part each layer overwrites in place
+        # (the same values as concatenating at every layer, without the copies).
+        fc_dim = self.fc_layers[0].out_channels
+        hidden = x.new_empty(x.shape[0], fc_dim + coarse_features.shape[1], x.shape[2])
+        hidden[:, fc_dim:] = coarse_features
         for fc in self.fc_layers:
-            x = F.relu(fc(x))
-            if self.coarse_pred_each_layer:
-                x = torch.cat([x, coarse_features], dim=1)
+            torch.clamp_min(fc(x), 0, out=hidden[:, :fc_dim])
+            x = hidden
         return self.predictor(x)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

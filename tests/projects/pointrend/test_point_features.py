@@ -59,6 +59,29 @@ def test_box_features_follow_their_image():
     torch.testing.assert_close(out[2], feats[2].reshape(2, -1))
 
 
+def test_box_features_without_autograd_equal_the_autograd_path_bit_for_bit():
+    """Inference samples each image's map broadcast to its boxes, in channels-last
+    layout; training samples it once per image (contiguous): the same values exactly."""
+    torch.manual_seed(2)
+    p2, p3 = torch.randn(3, 6, 20, 24), torch.randn(3, 4, 10, 12)
+    boxes = [torch.tensor([[3.0, 5.0, 60.0, 70.0], [10.0, 1.0, 90.0, 40.0]]), torch.zeros(0, 4),
+             torch.tensor([[-4.0, 0.0, 96.0, 80.0]])]  # an image without boxes; one past the edge
+    coords = torch.rand(3, 17, 2)
+    for levels, strides in (([p2], [4]), ([p2, p3], [4, 8])):
+        trained = [f.clone().requires_grad_() for f in levels]
+        ref = sample_box_features(trained, strides, boxes, coords)
+        assert ref.requires_grad  # the per-image path
+        with torch.no_grad():
+            out = sample_box_features(levels, strides, boxes, coords)
+            out_cl = sample_box_features(
+                [f.contiguous(memory_format=torch.channels_last) for f in levels], strides, boxes, coords)
+        assert torch.equal(out, ref.detach()) and torch.equal(out_cl, ref.detach())
+        # one box in one image: the broadcast path without any copy
+        with torch.no_grad():
+            one = sample_box_features([levels[0][:1]], strides[:1], [boxes[0]], coords[:2])
+        torch.testing.assert_close(one, ref.detach()[:2, :6], rtol=0, atol=0)
+
+
 def test_sample_bool_masks_equals_point_sample_of_float_masks():
     torch.manual_seed(2)
     masks = torch.rand(4, 9, 13) > 0.5

@@ -26,6 +26,23 @@ def test_standard_point_head_is_a_per_point_mlp_with_coarse_at_every_layer():
             torch.testing.assert_close(out[r, :, p], ref)
 
 
+def test_standard_point_head_inference_buffer_equals_concatenation_bit_for_bit():
+    """Without autograd the hidden layers share one [relu(fc(.)), coarse] buffer instead
+    of concatenating at each layer: the same values exactly, also when C != FC_DIM."""
+    torch.manual_seed(3)
+    for in_channels in (8, 6):
+        head = StandardPointHead(in_channels=in_channels, coarse_channels=3, num_classes=3,
+                                 fc_dim=8, num_fc=3)
+        for p in head.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        fine, coarse = torch.randn(4, in_channels, 50), torch.randn(4, 3, 50)
+        ref = head(fine, coarse)  # autograd on: concatenation at every layer
+        assert ref.requires_grad
+        with torch.no_grad():
+            out = head(fine, coarse)
+        assert torch.equal(out, ref.detach())
+
+
 def test_standard_point_head_coarse_only_at_input():
     head = StandardPointHead(in_channels=4, coarse_channels=2, num_classes=1, fc_dim=8, num_fc=2,
                              coarse_pred_each_layer=False)
