@@ -320,17 +320,23 @@ def preprocessing_problems(cfg, shape, source: Source) -> List[str]:
     return problems
 
 
-def check_config(config_file: str, weights: str, shape: ResNetShape, source: Source):
-    """Builds ``config_file``'s model on the CPU and loads ``weights`` into it; (table, problems)."""
+def load_check_config(config_file: str):
+    """A --check-config file's config for a CPU build without weights (every method's keys known)."""
     import d2ext_projects  # noqa: F401  (d2ext first, then every method's config keys and models)
-    from detectron2.modeling import build_model
-
     from d2ext.engine.setup import load_cfg
-    from d2ext_projects.r2o.export import check_export, format_check
 
     if not os.path.isfile(config_file):
         raise ConversionError(f"--check-config {config_file}: no such config file")
-    cfg = load_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    return load_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+
+
+def check_config(config_file: str, weights: str, shape: ResNetShape, source: Source):
+    """Builds ``config_file``'s model on the CPU and loads ``weights`` into it; (table, problems)."""
+    from detectron2.modeling import build_model
+
+    from d2ext_projects.r2o.export import check_export, format_check
+
+    cfg = load_check_config(config_file)
     check = check_export(build_model(cfg), weights, config=config_file)
     return format_check(check), check.problems() + preprocessing_problems(cfg, shape, source)
 
@@ -502,16 +508,12 @@ def swin_config_problems(cfg, shape: SwinShape, source: Source) -> List[str]:
 
 def check_swin_config(config_file: str, weights: str, shape: SwinShape, source: Source):
     """Builds ``config_file``'s model on the CPU, loads ``weights`` with DetectionCheckpointer: (table, problems)."""
-    import d2ext_projects  # noqa: F401  (d2ext first, then every method's config keys and models)
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from d2ext.engine.setup import load_cfg
     from d2ext.modeling.backbone.swin import D2SwinTransformer
 
-    if not os.path.isfile(config_file):
-        raise ConversionError(f"--check-config {config_file}: no such config file")
-    cfg = load_cfg(config_file, ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = load_check_config(config_file)
     problems = swin_config_problems(cfg, shape, source)
     try:
         model = build_model(cfg)
