@@ -30,7 +30,8 @@ boxes of random classes over random p2..p5 features of an H x W image (default
 detectron2's Mask R-CNN mask head (ROIAlign pooling + MaskRCNNConvUpsampleHead, 28 x 28
 masks) of the model zoo's COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml, both
 random-init, timed interleaved in the same run. The ratio of the medians
-(PointRend / Mask R-CNN) is the in-tree measure: machine load cancels in it.
+(PointRend / Mask R-CNN) is the in-tree measure: machine load largely cancels in it
+(not entirely: on a loaded machine, rerun before quoting one run).
 detectron2's own PointRend head measured 8.9x (1 thread) and 9.5x (2 threads) on
 these inputs.
 """
