@@ -11,7 +11,7 @@ each matched on its own):
 - ``loss_ce``: cross-entropy over the K + 1 classes of all B * Q queries;
   unmatched queries have target "no object", weighted ``eos_coef`` (0.1).
   Weighted mean, as ``F.cross_entropy`` with class weights.
-- ``loss_mask``: sigmoid focal loss of the M matched masks (predictions
+- ``loss_mask``: sigmoid focal loss (MaskFormer) or binary cross-entropy (Mask2Former) of the M matched masks (predictions
   bilinearly upsampled to the targets' size; or targets area-downsampled to
   the predictions' size, as in matching; or both sampled at P points),
   averaged over pixels, summed over masks, divided by the number of target
@@ -32,7 +32,7 @@ from torch import nn
 
 from d2ext.layers import binary_uncertainty, point_sample
 
-from .losses import dice_loss, sigmoid_focal_loss
+from .losses import dice_loss, mask_loss_params, sigmoid_focal_loss
 from .matcher import HungarianMatcher, Indices, targets_at_resolution
 
 __all__ = ["SetCriterion", "num_masks_across_processes"]
@@ -62,6 +62,7 @@ class SetCriterion(nn.Module):
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
         at_target_resolution: bool = True,
+        mask_loss: str = "focal",
     ):
         """
         Args:
@@ -72,6 +73,8 @@ class SetCriterion(nn.Module):
                 mask, chosen by uncertainty (PointRend's importance sampling).
             at_target_resolution: dense losses at the targets' size (True) or
                 at the predictions' size (False).
+            mask_loss: "loss_mask" is MaskFormer's sigmoid focal loss ("focal") or
+                Mask2Former's sigmoid binary cross-entropy ("bce").
         """
         super().__init__()
         self.num_classes = num_classes
@@ -82,6 +85,8 @@ class SetCriterion(nn.Module):
         self.oversample_ratio = oversample_ratio
         self.importance_sample_ratio = importance_sample_ratio
         self.at_target_resolution = at_target_resolution
+        self.mask_loss = mask_loss
+        self.mask_alpha, self.mask_gamma = mask_loss_params(mask_loss)
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = eos_coef
         # Persistent, as the official SetCriterion's: its checkpoints have the key.
@@ -174,7 +179,7 @@ class SetCriterion(nn.Module):
                 src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             src, tgt = src.flatten(1), tgt.flatten(1)
         src = src.float()
-        focal = sigmoid_focal_loss(src, tgt).sum() / num_masks
+        focal = sigmoid_focal_loss(src, tgt, self.mask_alpha, self.mask_gamma).sum() / num_masks
         dice = dice_loss(src, tgt).sum() / num_masks
         return focal, dice
 

@@ -16,10 +16,21 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dice_loss", "pairwise_dice", "pairwise_sigmoid_focal", "sigmoid_focal_loss"]
+__all__ = ["MASK_LOSSES", "dice_loss", "mask_loss_params", "pairwise_dice", "pairwise_sigmoid_focal", "sigmoid_focal_loss"]
 
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
+# The mask loss of each official code base as (alpha, gamma) of the focal form:
+# MaskFormer's sigmoid focal loss, Mask2Former's sigmoid binary cross-entropy
+# (alpha < 0: no class weighting, gamma 0: no focusing, i.e. -log p / -log(1 - p)).
+MASK_LOSSES = {"focal": (FOCAL_ALPHA, FOCAL_GAMMA), "bce": (-1.0, 0.0)}
+
+
+def mask_loss_params(name: str) -> Tuple[float, float]:
+    """(alpha, gamma) of MASK_LOSSES[name]; a clear error for another name."""
+    if name not in MASK_LOSSES:
+        raise ValueError(f"mask loss {name!r}: expected one of {sorted(MASK_LOSSES)}")
+    return MASK_LOSSES[name]
 
 
 def _focal_terms(logits: torch.Tensor, alpha: float, gamma: float) -> Tuple[torch.Tensor, torch.Tensor]:

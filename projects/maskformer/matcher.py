@@ -42,7 +42,7 @@ from torch import nn
 
 from d2ext.layers import point_sample
 
-from .losses import pairwise_dice, pairwise_sigmoid_focal
+from .losses import mask_loss_params, pairwise_dice, pairwise_sigmoid_focal
 
 __all__ = ["HungarianMatcher", "NonFiniteCostError", "targets_at_resolution"]
 
@@ -51,7 +51,7 @@ Indices = Tuple[torch.Tensor, torch.Tensor]
 # cost term -> the config key of its weight, for error messages
 _WEIGHT_KEYS = {
     "class": "MODEL.MASK_FORMER.CLASS_WEIGHT",
-    "mask (sigmoid focal)": "MODEL.MASK_FORMER.MASK_WEIGHT",
+    "mask": "MODEL.MASK_FORMER.MASK_WEIGHT",
     "dice": "MODEL.MASK_FORMER.DICE_WEIGHT",
 }
 
@@ -83,6 +83,7 @@ class HungarianMatcher(nn.Module):
         cost_mask: float = 20.0,
         cost_dice: float = 1.0,
         num_points: int = 0,
+        mask_loss: str = "focal",
     ):
         """
         Args:
@@ -90,6 +91,8 @@ class HungarianMatcher(nn.Module):
                 (a zero weight skips its term).
             num_points: 0 compares whole masks; > 0 compares them at this many
                 uniformly random points per image (shared by its queries and targets).
+            mask_loss: the mask cost, "focal" (MaskFormer's sigmoid focal loss) or
+                "bce" (Mask2Former's sigmoid binary cross-entropy); ``losses.MASK_LOSSES``.
         """
         super().__init__()
         if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
@@ -98,6 +101,8 @@ class HungarianMatcher(nn.Module):
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
         self.num_points = num_points
+        self.mask_loss = mask_loss
+        self.mask_alpha, self.mask_gamma = mask_loss_params(mask_loss)
 
     # ------------------------------------------------------------------ costs
     def _mask_pairs(
@@ -136,7 +141,7 @@ class HungarianMatcher(nn.Module):
         if self.cost_mask != 0 or self.cost_dice != 0:
             pred, tgt = self._mask_pairs(pred_masks.float(), tgt_masks)
             if self.cost_mask != 0:
-                terms["mask (sigmoid focal)"] = pairwise_sigmoid_focal(pred, tgt)
+                terms["mask"] = pairwise_sigmoid_focal(pred, tgt, self.mask_alpha, self.mask_gamma)
             if self.cost_dice != 0:
                 terms["dice"] = pairwise_dice(pred, tgt)
         return terms
@@ -150,10 +155,11 @@ class HungarianMatcher(nn.Module):
         where: str = "",
     ) -> torch.Tensor:
         """The weighted (Q, T) cost of one image; raises NonFiniteCostError (see module doc)."""
-        weights = {"class": self.cost_class, "mask (sigmoid focal)": self.cost_mask, "dice": self.cost_dice}
+        weights = {"class": self.cost_class, "mask": self.cost_mask, "dice": self.cost_dice}
         terms = self.cost_terms(pred_logits, pred_masks, tgt_labels, tgt_masks)
         for name, term in terms.items():
-            self._check_finite(term, f"{name} cost (weight {_WEIGHT_KEYS[name]})", where)
+            label = f"mask (sigmoid {'focal' if self.mask_loss == 'focal' else 'BCE'})" if name == "mask" else name
+            self._check_finite(term, f"{label} cost (weight {_WEIGHT_KEYS[name]})", where)
         cost = sum(weights[name] * term for name, term in terms.items())
         self._check_finite(cost, "weighted total cost", where)
         return cost

@@ -193,11 +193,15 @@ class MaskFormer(nn.Module):
                 "only 'probabilistic' is implemented"
             )
         backbone = build_backbone(cfg)
+        # Each official code base's mask loss and cost (neither has a key for it):
+        # Mask2Former's criterion uses sigmoid binary cross-entropy, MaskFormer's focal.
+        mask_loss = "bce" if mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder" else "focal"
         matcher = HungarianMatcher(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
             num_points=mf.TRAIN_NUM_POINTS,
+            mask_loss=mask_loss,
         )
         criterion = SetCriterion(
             cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
@@ -210,6 +214,7 @@ class MaskFormer(nn.Module):
             oversample_ratio=mf.OVERSAMPLE_RATIO,
             importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
             at_target_resolution=mf.MASK_LOSS_AT_TARGET_RESOLUTION,
+            mask_loss=mask_loss,
         )
         aug = cfg.TEST.AUG
         return {

@@ -208,3 +208,28 @@ def test_point_sampled_losses_equal_shared_point_selection():
     for g, w in zip(got_grads, want_grads):
         assert g.abs().sum() > 0
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_mask2former_bce_mask_loss_and_cost_equal_torchs_binary_cross_entropy():
+    """mask_loss="bce" (Mask2Former's): the matched masks' loss_mask is the mean BCE per
+    mask, and the matching cost is the pairwise mean BCE; an unknown name is named."""
+    logits, masks = rand_outputs(5, b=1, q=4)
+    target = square_target([1, 2], [(0, 0, 8, 16), (8, 0, 16, 16)])
+    matcher = HungarianMatcher(1.0, 1.0, 1.0, mask_loss="bce")
+    crit = SetCriterion(K, matcher, mask_weight=1.0, mask_loss="bce")
+    (rows, cols), = matcher(outputs_from(logits, masks), [target])
+    losses = crit(outputs_from(logits, masks), [target])
+    up = F.interpolate(masks[:, rows], size=(16, 16), mode="bilinear", align_corners=False)[0].flatten(1)
+    tgt = target["masks"][cols].flatten(1).float()
+    expected = F.binary_cross_entropy_with_logits(up, tgt, reduction="none").mean(1).sum() / 2
+    assert losses["loss_mask"].item() == pytest.approx(expected.item(), rel=1e-5)
+    focal = make_criterion(mask_weight=1.0)(outputs_from(logits, masks), [target])["loss_mask"]
+    assert abs(focal.item() - expected.item()) > 1e-3  # the two losses differ
+
+    pred = torch.randn(3, 20, generator=torch.Generator().manual_seed(1))
+    tgt = (torch.rand(2, 20, generator=torch.Generator().manual_seed(2)) > 0.5).float()
+    cost = matcher.cost_terms(torch.zeros(3, K + 1), pred.view(3, 4, 5), torch.tensor([0, 1]), tgt.view(2, 4, 5))
+    bce = torch.stack([F.binary_cross_entropy_with_logits(pred, t.expand(3, -1), reduction="none").mean(1) for t in tgt], 1)
+    torch.testing.assert_close(cost["mask"], bce)
+    with pytest.raises(ValueError, match="mask loss 'l1'"):
+        SetCriterion(K, matcher, mask_loss="l1")

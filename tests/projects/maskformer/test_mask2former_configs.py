@@ -33,3 +33,14 @@ def test_config_loads_and_builds_mask2former(name):
     assert isinstance(head.predictor, MultiScaleMaskedTransformerDecoder)
     assert head.predictor.class_embed.out_features == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES + 1
     assert len(head.predictor.transformer_cross_attention_layers) == cfg.MODEL.MASK_FORMER.DEC_LAYERS - 1
+
+
+def test_mask2former_trains_with_binary_cross_entropy_maskformer_with_focal():
+    from d2ext.engine import Trainer, load_cfg
+
+    from tests.conftest import REPO_ROOT
+
+    for config, loss in (("configs/mask2former/toy/maskformer2_R18_toy_panoptic.yaml", "bce"),
+                         ("configs/maskformer/toy/maskformer_R18_toy_panoptic.yaml", "focal")):
+        model = Trainer.build_model(load_cfg(os.path.join(REPO_ROOT, config), ["MODEL.DEVICE", "cpu"]))
+        assert model.criterion.mask_loss == loss and model.criterion.matcher.mask_loss == loss
