@@ -211,7 +211,7 @@ def test_one_cost_call_per_image_with_all_queries_and_targets(monkeypatch):
         "pred_masks": torch.stack([c[1] for c in cases]),
     }
     HungarianMatcher()(outputs, [{"labels": c[2], "masks": c[3]} for c in cases])
-    assert calls == [{k: (6, t) for k in ("class", "mask (sigmoid focal)", "dice")} for t in (3, 5, 1)]
+    assert calls == [{k: (6, t) for k in ("class", "mask", "dice")} for t in (3, 5, 1)]
 
 
 def _loops(obj):
