@@ -69,7 +69,7 @@ def sample_box_features(
     # (a view, no copy): the same bilinear arithmetic at every point as one
     # (1, C, n * P) call, and the output is already (n, C_l, P). With autograd the map
     # is sampled once per image (the broadcast map's gradient would be n maps).
-    broadcast = not (torch.is_grad_enabled() and any(f.requires_grad for f in features))
+    broadcast = not (torch.is_grad_enabled() and any(f.requires_grad for f in features)) and not torch.jit.is_tracing()
     per_image, start = [], 0
     for i, (n, b) in enumerate(zip(num_per_image, boxes)):
         if n == 0:  # no box, no work

@@ -92,7 +92,9 @@ class StandardPointHead(nn.Module):
             for fc in self.fc_layers:
                 x = F.relu(fc(x))
             return self.predictor(x)
-        if torch.is_grad_enabled():
+        # the concatenating form also when tracing (export): the in-place buffer
+        # below aliases slices, which traced graphs do not reproduce
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
             for fc in self.fc_layers:
                 x = torch.cat([F.relu(fc(x)), coarse_features], dim=1)
             return self.predictor(x)
