@@ -193,9 +193,11 @@ class MaskFormer(nn.Module):
                 "only 'probabilistic' is implemented"
             )
         backbone = build_backbone(cfg)
-        # Each official code base's mask loss and cost (neither has a key for it):
-        # Mask2Former's criterion uses sigmoid binary cross-entropy, MaskFormer's focal.
-        mask_loss = "bce" if mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder" else "focal"
+        # Mask2Former's decoder brings Mask2Former's rules, for which neither official
+        # code base has a key: its mask loss and cost (sigmoid binary cross-entropy,
+        # MaskFormer's focal), panoptic merge and instance selection.
+        mask2former = mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder"
+        mask_loss = "bce" if mask2former else "focal"
         matcher = HungarianMatcher(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
@@ -233,9 +235,8 @@ class MaskFormer(nn.Module):
             "thing_ids": _thing_ids(cfg),
             "sem_seg_postprocess_before_inference": mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE,
             "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
-            # no config key in either official code base: each has its own rule
-            "panoptic_mask_on_pixels_only": mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder",
-            "instance_things_after_topk": mf.TRANSFORMER_DECODER_NAME == "MultiScaleMaskedTransformerDecoder",
+            "panoptic_mask_on_pixels_only": mask2former,
+            "instance_things_after_topk": mask2former,
             "tta": (
                 {"min_sizes": list(aug.MIN_SIZES), "max_size": aug.MAX_SIZE, "flip": aug.FLIP}
                 if aug.ENABLED
