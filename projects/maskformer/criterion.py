@@ -158,7 +158,7 @@ class SetCriterion(nn.Module):
         indices: List[Indices],
         num_masks: float,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """pred_masks (B, Q, h, w) -> (focal, dice) scalars, each summed over pairs / num_masks.
+        """pred_masks (B, Q, h, w) -> (mask loss, dice) scalars, each summed over pairs / num_masks.
 
         Dense losses compare at the targets' size: predictions are upsampled
         when the targets are larger.
@@ -179,9 +179,9 @@ class SetCriterion(nn.Module):
                 src = F.interpolate(src[:, None], size=tgt.shape[-2:], mode="bilinear", align_corners=False)
             src, tgt = src.flatten(1), tgt.flatten(1)
         src = src.float()
-        focal = sigmoid_focal_loss(src, tgt, self.mask_alpha, self.mask_gamma).sum() / num_masks
+        mask = sigmoid_focal_loss(src, tgt, self.mask_alpha, self.mask_gamma).sum() / num_masks
         dice = dice_loss(src, tgt).sum() / num_masks
-        return focal, dice
+        return mask, dice
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -214,8 +214,8 @@ class SetCriterion(nn.Module):
         losses: Dict[str, torch.Tensor] = {}
         for suffix, out, where in layers:
             indices = self.matcher(out, match_targets, where)
-            focal, dice = self.loss_masks(out["pred_masks"], loss_targets, indices, num_masks)
+            mask, dice = self.loss_masks(out["pred_masks"], loss_targets, indices, num_masks)
             ce = self.loss_labels(out["pred_logits"], targets, indices)
-            raw = {"loss_ce": ce, "loss_mask": focal, "loss_dice": dice}
+            raw = {"loss_ce": ce, "loss_mask": mask, "loss_dice": dice}
             losses.update({k + suffix: v * self.weights[k] for k, v in raw.items()})
         return losses
