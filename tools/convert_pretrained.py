@@ -1,10 +1,12 @@
 #!/usr/bin/env python
-"""Convert ImageNet weights (torchvision ResNets, microsoft's Swin) to a detectron2 model-zoo pickle for MODEL.WEIGHTS.
+"""Convert ImageNet weights (torchvision / timm ResNets, microsoft / timm Swins) to a detectron2 MODEL.WEIGHTS pickle.
 
     python tools/convert_pretrained.py --source torchvision --input resnet50.pth \\
         --output R-50.pkl [--arch resnet50] [--check-config CFG.yaml ...]
     python tools/convert_pretrained.py --source swin --input swin_tiny_patch4_window7_224.pth \\
         --output swin_tiny_patch4_window7_224.pkl [--arch swin_tiny] [--check-config CFG.yaml ...]
+    python tools/convert_pretrained.py --source timm --input model.safetensors \\
+        --output R-50.pkl [--timm-model resnet50.a1_in1k] [--arch resnet50] [--check-config CFG.yaml ...]
 
 The input is a torchvision ResNet state dict (``torch.save(model.state_dict())``,
 as torchvision's download URLs serve; ``{"state_dict": ...}`` / ``{"model": ...}``
@@ -58,6 +60,35 @@ backbone key come from the file. The shape (EMBED_DIM, DEPTHS, NUM_HEADS,
 WINDOW_SIZE, ...) is read off the weights and printed as MODEL.SWIN lines;
 ``--check-config`` checks the config's MODEL.SWIN against it. Microsoft
 trained on RGB with the ImageNet mean / std (as torchvision).
+
+``--source timm``: a state dict of timm (pytorch-image-models, tested with timm
+1.0.31): ``model.safetensors`` / ``pytorch_model.bin`` as timm's weights on the
+Hugging Face hub come, ``torch.save(model.state_dict())``, or a timm training
+checkpoint (its ``"state_dict"``). ResNet or Swin is read off the keys
+(``conv1`` / ``layer1``.. or ``patch_embed`` / ``layers``); timm_to_reference_names
+renames them to what the two paths above read, which then convert them:
+
+    ResNet (resnet18..152, resnext*, wide_resnet*): timm's names are torchvision's, unchanged
+      (its bottlenecks stride in the 3x3 conv too); the deep-stem (``conv1.0``..,
+      resnet*d / *s / *t / *c) and average-pool-shortcut (``downsample.2``, resnet*d / *t)
+      variants are refused: detectron2's ResNet has neither
+    Swin (swin_{tiny,small,base,large}_patch4_window{7,12}_*), timm 1.0's layout:
+      layers.{i}.downsample.* (i = 1..3) -> layers.{i-1}.downsample.*: timm merges patches at
+                                        the start of a stage, microsoft (and the backbone) at
+                                        the end of the one before; the same weights, the
+                                        same 2x2 concatenation order
+      head.fc.*                      -> head.* (then dropped, as ``norm.*``)
+      relative_position_index, attn_mask: not in timm's state dict (non-persistent
+                                        buffers); the index is written as above
+    Swin in microsoft's layout (``layers.0.downsample`` present; timm's own loader renames
+      it as above): read unchanged
+
+Error messages name the input's own (timm) keys. timm stores no preprocessing in
+the weights: the default is timm's ImageNet mean / std on RGB (as torchvision),
+which most of its ResNet and all its Swin weights use, but not all (e.g.
+``resnet34.ra4_e3600_r224_in1k``: mean = std = 0.5). ``--timm-model NAME[.TAG]``
+reads mean / std from timm's own pretrained config of those weights (timm
+installed; nothing is downloaded) and checks that the input is that architecture.
 """
 import argparse
 import logging
@@ -68,7 +99,7 @@ import sys
 import tempfile
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -92,6 +123,9 @@ SOURCES = {
     "torchvision": Source("torchvision", "RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
     # microsoft/Swin-Transformer: the same ImageNet preprocessing
     "swin": Source("Swin-Transformer", "RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    # timm: its default ImageNet mean / std (IMAGENET_DEFAULT_MEAN / _STD); --timm-model reads
+    # the actual ones of named weights from timm's pretrained configs
+    "timm": Source("timm", "RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
 }
 
 # Blocks per stage (layer1..layer4) -> MODEL.RESNETS.DEPTH.
@@ -103,7 +137,7 @@ DEPTHS = {
     ("bottleneck", (3, 8, 36, 3)): 152,
 }
 
-# torchvision's model names -> (depth, NUM_GROUPS, WIDTH_PER_GROUP), for --arch.
+# torchvision's (and timm's, the same names) model names -> (depth, NUM_GROUPS, WIDTH_PER_GROUP), for --arch.
 ARCHS = {
     "resnet18": (18, 1, 64),
     "resnet34": (34, 1, 64),
@@ -113,6 +147,9 @@ ARCHS = {
     "resnext50_32x4d": (50, 32, 4),
     "resnext101_32x8d": (101, 32, 8),
     "resnext101_64x4d": (101, 64, 4),
+    "resnext101_32x4d": (101, 32, 4),  # timm only
+    "resnext101_32x16d": (101, 32, 16),  # timm only
+    "resnext101_32x32d": (101, 32, 32),  # timm only
     "wide_resnet50_2": (50, 1, 128),
     "wide_resnet101_2": (101, 1, 128),
 }
@@ -150,13 +187,23 @@ class Conversion:
 
 
 def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """The tensors of a torchvision ResNet checkpoint file."""
+    """The tensors of a checkpoint file: a torch file, or a ``.safetensors`` one (timm's hub weights)."""
     if not os.path.isfile(path):
         raise ConversionError(f"--input {path}: no such file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, a pickle with code in it
-        raise ConversionError(f"--input {path}: not a readable torch state dict ({type(e).__name__}: {e})") from e
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:
+            raise ConversionError(f"--input {path}: reading .safetensors needs the safetensors package") from e
+        try:
+            data = load_file(path, device="cpu")
+        except Exception as e:  # truncated, not a safetensors file
+            raise ConversionError(f"--input {path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, not a torch file, a pickle with code in it
+            raise ConversionError(f"--input {path}: not a readable torch state dict ({type(e).__name__}: {e})") from e
     if isinstance(data, dict):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), dict):
@@ -191,12 +238,16 @@ def _target(key: str) -> str:
     return prefix + rest
 
 
-def convert_torchvision_resnet(state: Dict[str, torch.Tensor], source: str = "input") -> Conversion:
-    """Renames a torchvision ResNet state dict to detectron2's ResNet names and reads its shape."""
+def convert_torchvision_resnet(state: Dict[str, torch.Tensor], source: str = "input",
+                               family: str = "torchvision") -> Conversion:
+    """Renames a torchvision ResNet state dict to detectron2's ResNet names and reads its shape.
+
+    ``family`` names the input's kind in error messages (timm's ResNets have torchvision's names).
+    """
     unknown = [k for k in state if not (_STEM.match(k) or _BLOCK.match(k) or _DROPPED.match(k))]
     if unknown:
         raise ConversionError(
-            f"{source}: keys that are not part of a torchvision ResNet (conv1, bn1, layer1-4, fc): "
+            f"{source}: keys that are not part of a {family} ResNet (conv1, bn1, layer1-4, fc): "
             f"{_names(unknown)}"
         )
     blocks: Dict[int, set] = defaultdict(set)
@@ -257,14 +308,15 @@ def convert_torchvision_resnet(state: Dict[str, torch.Tensor], source: str = "in
     return Conversion(arrays=arrays, shape=shape, dropped=dropped)
 
 
-def check_arch(shape: ResNetShape, arch: str) -> None:
-    """Raises unless ``shape`` is torchvision's ``arch``."""
+def check_arch(shape: ResNetShape, arch: str, option: Optional[str] = None) -> None:
+    """Raises unless ``shape`` is torchvision's (timm's) ``arch``; ``option`` is what errors name."""
+    option = option or f"--arch {arch}"
     if arch not in ARCHS:
-        raise ConversionError(f"--arch {arch}: unknown; one of {', '.join(ARCHS)}")
+        raise ConversionError(f"{option}: unknown; one of {', '.join(ARCHS)}")
     found = (shape.depth, shape.num_groups, shape.width_per_group)
     if found != ARCHS[arch]:
         raise ConversionError(
-            f"--arch {arch}: expects depth / groups / width per group {ARCHS[arch]}, the input has {found}"
+            f"{option}: expects depth / groups / width per group {ARCHS[arch]}, the input has {found}"
         )
 
 
@@ -390,15 +442,21 @@ class SwinShape:
         return out
 
 
-def convert_swin(state: Dict[str, torch.Tensor], source: str = "input") -> Conversion:
-    """Microsoft's Swin classification state dict -> D2SwinTransformer's arrays and shape."""
+def convert_swin(state: Dict[str, torch.Tensor], source: str = "input", family: str = "microsoft",
+                 input_name: Callable[[str], str] = lambda key: key) -> Conversion:
+    """Microsoft's Swin classification state dict -> D2SwinTransformer's arrays and shape.
+
+    ``family`` and ``input_name`` (a key's name in the input, for a renamed one) are what errors show.
+    """
     from d2ext.modeling.backbone.swin import relative_position_index
 
     unknown = [k for k in state if not (_SWIN_KEY.match(k) or _SWIN_DROPPED.match(k))]
     if unknown:
         raise ConversionError(
-            f"{source}: keys that are not part of a microsoft Swin Transformer (patch_embed, layers.0-3, "
-            f"norm, head): {_names(unknown)}"
+            f"{source}: keys that are not part of a {family} Swin Transformer (patch_embed, layers.0-3, "
+            f"norm, head): {_names([input_name(k) for k in unknown])}"
+            + ("; downsample in layers.3 is timm's layout: --source timm" if family == "microsoft"
+               and any(k.startswith("layers.3.downsample.") for k in unknown) else "")
         )
     if "patch_embed.proj.weight" not in state:
         raise ConversionError(f"{source}: no patch_embed.proj.weight: not a Swin Transformer state dict")
@@ -428,7 +486,8 @@ def convert_swin(state: Dict[str, torch.Tensor], source: str = "input") -> Conve
             expected += [f"layers.{i}.downsample.{k}" for k in ("reduction.weight", "norm.weight", "norm.bias")]
     missing = [k for k in expected if k not in state]
     if missing:
-        raise ConversionError(f"{source}: incomplete Swin Transformer, missing {_names(missing)}")
+        shown = _names([input_name(k) for k in missing])
+        raise ConversionError(f"{source}: incomplete Swin Transformer, missing {shown}")
 
     table = state["layers.0.blocks.0.attn.relative_position_bias_table"]
     window_size = (int(round(table.shape[0] ** 0.5)) + 1) // 2
@@ -439,6 +498,14 @@ def convert_swin(state: Dict[str, torch.Tensor], source: str = "input") -> Conve
                       patch_norm=patch_norm, ape="absolute_pos_embed" in state)
     if (2 * window_size - 1) ** 2 != table.shape[0]:
         raise ConversionError(f"{source}: relative_position_bias_table has {table.shape[0]} rows, no (2w - 1)^2")
+    # One WINDOW_SIZE builds every block (timm's swin_s3_* vary it by stage): a table of
+    # another size would be skipped by the loader with only a warning.
+    other = [k for k in state if k.endswith("relative_position_bias_table") and state[k].shape[0] != table.shape[0]]
+    if other:
+        raise ConversionError(
+            f"{source}: the backbone has one window size for every block; layers.0.blocks.0's is {window_size}, "
+            f"other windows in {_names([input_name(k) for k in other])}"
+        )
 
     index = relative_position_index(window_size)
     arrays: "OrderedDict[str, np.ndarray]" = OrderedDict()
@@ -449,7 +516,7 @@ def convert_swin(state: Dict[str, torch.Tensor], source: str = "input") -> Conve
             continue
         if key.endswith("relative_position_index"):
             if not torch.equal(value.long(), index):
-                raise ConversionError(f"{source}: {key} is not the index of a window of {window_size}")
+                raise ConversionError(f"{source}: {input_name(key)} is not the index of a window of {window_size}")
             continue  # written below, for every block
         if key == "absolute_pos_embed" and value.dim() == 3:  # (1, L, C) in the classification model
             grid = int(round(value.shape[1] ** 0.5))
@@ -469,13 +536,14 @@ def convert_swin(state: Dict[str, torch.Tensor], source: str = "input") -> Conve
     return Conversion(arrays=arrays, shape=shape, dropped=dropped)
 
 
-def check_swin_arch(shape: SwinShape, arch: str) -> None:
-    """Raises unless ``shape`` is microsoft's ``arch``."""
+def check_swin_arch(shape: SwinShape, arch: str, option: Optional[str] = None) -> None:
+    """Raises unless ``shape`` is microsoft's ``arch``; ``option`` is what errors name."""
+    option = option or f"--arch {arch}"
     if arch not in SWIN_ARCHS:
-        raise ConversionError(f"--arch {arch}: unknown for --source swin; one of {', '.join(SWIN_ARCHS)}")
+        raise ConversionError(f"{option}: unknown for a Swin; one of {', '.join(SWIN_ARCHS)}")
     found = (shape.embed_dim, tuple(shape.depths))
     if found != SWIN_ARCHS[arch]:
-        raise ConversionError(f"--arch {arch}: expects EMBED_DIM / DEPTHS {SWIN_ARCHS[arch]}, the input has {found}")
+        raise ConversionError(f"{option}: expects EMBED_DIM / DEPTHS {SWIN_ARCHS[arch]}, the input has {found}")
 
 
 def swin_config_lines(shape: SwinShape, source: Source, weights: str) -> str:
@@ -561,13 +629,114 @@ def check_swin_config(config_file: str, weights: str, shape: SwinShape, source: 
     return "\n".join(table), problems
 
 
+# --- timm (pytorch-image-models) -> the torchvision / microsoft names above -------------
+
+_TIMM_DEEP_STEM = re.compile(r"^conv1\.\d+\.")
+_TIMM_AVG_DOWN = re.compile(r"^layer[1-4]\.\d+\.downsample\.2\.")
+_TIMM_SWIN = re.compile(r"^swin_(tiny|small|base|large)_patch(\d+)_window(\d+)_\d+$")
+
+
+def timm_to_reference_names(
+    state: Dict[str, torch.Tensor], source: str = "input"
+) -> Tuple[str, "OrderedDict[str, torch.Tensor]", Callable[[str], str]]:
+    """A timm ResNet / Swin state dict in the names ``--source torchvision`` / ``--source swin`` read.
+
+    Returns ``(model, renamed, input_name)``: ``model`` is "resnet" or "swin" (read off
+    the keys), ``renamed`` the same tensors in the input's order, ``input_name(key)``
+    the input's own name of a renamed key (for error messages). See the module
+    docstring for the mapping; anything else about the keys is left to the converters.
+    """
+    swin = [k for k in state if k.startswith(("patch_embed.", "layers."))]
+    resnet = [k for k in state if k.startswith(("conv1.", "layer1."))]
+    if bool(swin) == bool(resnet):
+        found = "both" if swin else "neither"
+        raise ConversionError(
+            f"{source}: {found} a timm ResNet's keys (conv1, layer1..4) {'and' if swin else 'nor'} a timm Swin's "
+            f"(patch_embed, layers.0..3); first keys: {', '.join(list(state)[:5])}"
+        )
+    if resnet:
+        deep = [k for k in state if _TIMM_DEEP_STEM.match(k)]
+        if deep:
+            raise ConversionError(
+                f"{source}: a deep-stem timm ResNet ({_names(deep, limit=3)}: resnet*d / *s / *t / *c): "
+                "detectron2's ResNet stem is one 7x7 conv; timm's plain resnet / resnext / wide_resnet convert"
+            )
+        avg = [k for k in state if _TIMM_AVG_DOWN.match(k)]
+        if avg:
+            raise ConversionError(
+                f"{source}: average-pool shortcuts ({_names(avg, limit=3)}: downsample.1 a conv, .2 its norm, "
+                "as in resnet*d / *t): detectron2's shortcut is a strided 1x1 conv"
+            )
+        return "resnet", OrderedDict(state), lambda key: key
+    microsoft = any(k.startswith("layers.0.downsample.") for k in state)
+    if microsoft and any(k.startswith("layers.3.downsample.") for k in state):
+        raise ConversionError(
+            f"{source}: downsample in both layers.0 (microsoft's layout: at the end of a stage) and layers.3 "
+            "(timm's: at the start of one); a Swin has one between each two of its four stages"
+        )
+    if microsoft:  # the original checkpoints, which timm's own loader renames on the fly
+        return "swin", OrderedDict(state), lambda key: key
+
+    def to_microsoft(key: str) -> str:
+        key = re.sub(r"^layers\.([1-3])\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", key)
+        return "head." + key[len("head.fc."):] if key.startswith("head.fc.") else key
+
+    def to_timm(key: str) -> str:
+        key = re.sub(r"^layers\.([0-2])\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", key)
+        return "head.fc." + key[len("head."):] if key in ("head.weight", "head.bias") else key
+
+    return "swin", OrderedDict((to_microsoft(k), v) for k, v in state.items()), to_timm
+
+
+def timm_source(model_name: str) -> Tuple[Source, str, str]:
+    """(preprocessing, NAME.TAG, architecture) of timm's pretrained weights ``model_name`` (timm's own registry)."""
+    try:
+        import timm
+    except ImportError as e:
+        raise ConversionError(f"--timm-model {model_name}: needs timm (tools/requirements.txt pins it)") from e
+    try:
+        cfg = timm.get_pretrained_cfg(model_name)
+    except RuntimeError as e:  # "Invalid pretrained tag (...) for ..."
+        raise ConversionError(f"--timm-model {model_name}: {e}") from e
+    if cfg is None:
+        raise ConversionError(f"--timm-model {model_name}: timm {timm.__version__} has no pretrained weights so named")
+    mean, std = (tuple(255.0 * float(x) for x in v) for v in (cfg.mean, cfg.std))
+    if len(mean) != 3 or len(std) != 3:
+        raise ConversionError(f"--timm-model {model_name}: mean {cfg.mean} / std {cfg.std} are not RGB")
+    return Source("timm", "RGB", mean, std), f"{cfg.architecture}.{cfg.tag}", cfg.architecture
+
+
+def check_timm_architecture(shape, architecture: str, option: str) -> None:
+    """Raises unless the converted ``shape`` is timm's ``architecture`` (resnet50, swin_tiny_patch4_window7_224..)."""
+    m = _TIMM_SWIN.match(architecture)
+    if isinstance(shape, ResNetShape):
+        if architecture not in ARCHS:
+            raise ConversionError(f"{option}: {architecture} is no ResNet this tool converts ({', '.join(ARCHS)})")
+        check_arch(shape, architecture, option)
+        return
+    if not m:
+        raise ConversionError(
+            f"{option}: {architecture} is no Swin this tool converts (swin_<size>_patch<p>_window<w>_*)"
+        )
+    check_swin_arch(shape, f"swin_{m.group(1)}", option)
+    if (shape.patch_size, shape.window_size) != (int(m.group(2)), int(m.group(3))):
+        raise ConversionError(
+            f"{option}: patch {m.group(2)}, window {m.group(3)}; the input has patch {shape.patch_size}, "
+            f"window {shape.window_size}"
+        )
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, help=f"where the weights come from: {', '.join(SOURCES)}")
-    parser.add_argument("--input", required=True, help="the source's state dict (.pth): a ResNet, or a Swin for swin")
+    parser.add_argument("--input", required=True,
+                        help="the source's state dict (.pth, or .safetensors): a ResNet, or a Swin for swin / timm")
     parser.add_argument("--output", required=True, help="the .pkl to write (the extension tells detectron2 its format)")
     parser.add_argument("--arch", help=f"check the input is this model: {', '.join(ARCHS)}; "
-                        f"for swin: {', '.join(SWIN_ARCHS)}")
+                        f"for a Swin: {', '.join(SWIN_ARCHS)}")
+    parser.add_argument("--timm-model", metavar="NAME[.TAG]",
+                        help="--source timm: the timm weights the input is (e.g. resnet50.a1_in1k): their mean / std "
+                        "from timm's pretrained config, and a check of the architecture")
     parser.add_argument("--check-config", nargs="+", action="extend", default=[], metavar="CFG",
                         help="config files to load the output into and verify")
     args = parser.parse_args(argv)
@@ -575,6 +744,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error(
             f"--output {args.output}: must end with .pkl (DetectionCheckpointer picks the format by extension)"
         )
+    if args.timm_model and args.source != "timm":
+        parser.error(f"--timm-model is for --source timm, not --source {args.source}")
     return args
 
 
@@ -597,16 +768,25 @@ def _run(args: argparse.Namespace) -> int:
     failures = []
     try:
         if args.source not in SOURCES:
-            raise ConversionError(
-                f"--source {args.source}: not supported; supported: {', '.join(SOURCES)} "
-                "(timm is not supported: it is not installed here to test against)"
-            )
+            raise ConversionError(f"--source {args.source}: not supported; supported: {', '.join(SOURCES)}")
         source = SOURCES[args.source]
-        if args.source == "swin":
-            conversion = convert_swin(load_state_dict(args.input), source=args.input)
+        state = load_state_dict(args.input)
+        if args.source == "timm":
+            kind, state, input_name = timm_to_reference_names(state, source=args.input)
+            family = "timm"
+        else:
+            kind, input_name = ("swin" if args.source == "swin" else "resnet"), (lambda key: key)
+            family = "microsoft" if args.source == "swin" else "torchvision"
+        timm_weights = None
+        if args.timm_model:
+            source, timm_weights, architecture = timm_source(args.timm_model)
+        if kind == "swin":
+            conversion = convert_swin(state, source=args.input, family=family, input_name=input_name)
             shape = conversion.shape
             if args.arch:
                 check_swin_arch(shape, args.arch)
+            if timm_weights:
+                check_timm_architecture(shape, architecture, f"--timm-model {args.timm_model} ({timm_weights})")
             write_pickle(conversion.arrays, args.output, source.author)
             print(
                 f"converted {len(conversion.arrays)} arrays of a {source.author} Swin (EMBED_DIM {shape.embed_dim}, "
@@ -616,10 +796,12 @@ def _run(args: argparse.Namespace) -> int:
             )
             lines, check = swin_config_lines(shape, source, args.output), check_swin_config
         else:
-            conversion = convert_torchvision_resnet(load_state_dict(args.input), source=args.input)
+            conversion = convert_torchvision_resnet(state, source=args.input, family=family)
             shape = conversion.shape
             if args.arch:
                 check_arch(shape, args.arch)
+            if timm_weights:
+                check_timm_architecture(shape, architecture, f"--timm-model {args.timm_model} ({timm_weights})")
             write_pickle(conversion.arrays, args.output, source.author)
             print(
                 f"converted {len(conversion.arrays)} arrays of a {source.author} ResNet-{shape.depth} "
@@ -629,6 +811,12 @@ def _run(args: argparse.Namespace) -> int:
             if shape.block == "bottleneck":
                 print(f"{source.author} bottlenecks stride in the 3x3 conv: set MODEL.RESNETS.STRIDE_IN_1X1 False")
             lines, check = config_lines(shape, source, args.output), check_config
+        if timm_weights:
+            print(f"mean / std of {timm_weights} from timm's pretrained config")
+        elif args.source == "timm":
+            print("mean / std: timm's ImageNet default, which most of its ResNet and all its Swin weights use; "
+                  "some differ (e.g. resnet34.ra4_e3600_r224_in1k: 0.5 / 0.5): --timm-model NAME.TAG reads "
+                  "those of your weights")
         print(f"{source.author} was trained on {source.input_format} inputs; a config using "
               f"{args.output} needs:\n{lines}")
         for config_file in args.check_config:
