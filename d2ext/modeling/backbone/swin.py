@@ -299,7 +299,8 @@ class D2SwinTransformer(Backbone):
         else:
             self.absolute_pos_embed = None
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # deeper blocks drop more
+        # deeper blocks drop more; on the CPU, also when built under torch.device("meta")
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         starts = [sum(depths[:i]) for i in range(5)]
         self.layers = nn.ModuleList(
             BasicLayer(self.num_features[i], depths[i], num_heads[i], window_size, mlp_ratio, qkv_bias, qk_scale,
