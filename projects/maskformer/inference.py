@@ -12,13 +12,99 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
-__all__ = ["instance_inference", "mask_boxes", "panoptic_inference", "semantic_inference"]
+__all__ = [
+    "instance_inference", "mask_boxes", "panoptic_inference", "semantic_inference",
+    "upsampled_semantic_inference",
+]
+
+
+# On CPU, semantic_inference's (K, Q) x (Q, H * W) product is faster in blocks of
+# pixel columns than as one GEMM over the whole image: a block's operands and
+# result stay in cache, and the sigmoid (and, in upsampled_semantic_inference, the
+# upsampling) is done per block for the same reason. The official code's path
+# (bilinear upsampling of every query's mask to the padded image, sigmoid, one
+# einsum) writes and reads Q full-resolution masks through memory.
+CPU_PIXELS_PER_BLOCK = 2048
+
+
+def _blocked_path(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> bool:
+    """Whether the CPU block loop applies: not differentiable and not traceable as one
+    node, so autograd, tracing (ONNX export) and GPUs take the single einsum."""
+    needs_grad = torch.is_grad_enabled() and (mask_cls.requires_grad or mask_pred.requires_grad)
+    return (
+        mask_pred.device.type == "cpu" and not needs_grad and not torch.jit.is_tracing()
+        and mask_pred.dtype == torch.float32 and mask_cls.dtype == torch.float32
+    )
 
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """-> (K, H, W): sum over queries of p(class) (no-object column dropped) x sigmoid(mask)."""
     prob = F.softmax(mask_cls, dim=-1)[:, :-1]
-    return torch.einsum("qc,qhw->chw", prob, mask_pred.sigmoid())
+    if not _blocked_path(mask_cls, mask_pred):
+        return torch.einsum("qc,qhw->chw", prob, mask_pred.sigmoid())
+    q, h, w = mask_pred.shape
+    masks = mask_pred.reshape(q, h * w)
+    weights = prob.t().contiguous()  # (K, Q)
+    out = masks.new_empty((weights.shape[0], h * w))
+    for start in range(0, h * w, CPU_PIXELS_PER_BLOCK):
+        block = slice(start, start + CPU_PIXELS_PER_BLOCK)
+        torch.mm(weights, masks[:, block].sigmoid(), out=out[:, block])
+    return out.view(-1, h, w)
+
+
+def _linear_source_rows(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear (align_corners=False) resampling of ``in_size`` rows to ``out_size``,
+    with the coordinates F.interpolate computes (float32: source = (dst + 0.5) *
+    in / out - 0.5, clamped at 0): -> (first row, second row, its weight), each (out_size,)."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    src = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    first = src.long()
+    weight = src - first
+    second = torch.where(first < in_size - 1, first + 1, first)
+    return first, second, weight
+
+
+def upsampled_semantic_inference(
+    mask_cls: torch.Tensor, mask_pred: torch.Tensor, size: Tuple[int, int], crop: Tuple[int, int]
+) -> torch.Tensor:
+    """``semantic_inference`` of the masks upsampled to ``size`` and cropped to ``crop``.
+
+    Equal, up to float rounding, to ``semantic_inference(mask_cls, F.interpolate(
+    mask_pred[None], size, mode="bilinear", align_corners=False)[0][:, :ch, :cw])``,
+    which is what it computes off the CPU block path. On it, the upsampling is
+    separable: columns once for all rows (Q, h, cw), then each block of output rows
+    from its two source rows, so that Q full-resolution masks never exist.
+
+    Args:
+        mask_cls: (Q, K + 1) class logits.
+        mask_pred: (Q, h, w) mask logits (1/4 of the padded image in MaskFormer).
+        size: (H, W), the padded image size the masks are upsampled to.
+        crop: (ch, cw) <= (H, W), the image inside the padding.
+
+    Returns:
+        (K, ch, cw) semantic scores.
+    """
+    (height, width), (ch, cw) = size, crop
+    if not _blocked_path(mask_cls, mask_pred):
+        masks = F.interpolate(mask_pred[None], size=size, mode="bilinear", align_corners=False)[0]
+        return semantic_inference(mask_cls, masks[:, :ch, :cw])
+    q, h, _ = mask_pred.shape
+    columns = F.interpolate(mask_pred[None], size=(h, width), mode="bilinear", align_corners=False)[0]
+    columns = columns[:, :, :cw].contiguous()  # (Q, h, cw)
+    first, second, weight = _linear_source_rows(h, height)
+    weights = F.softmax(mask_cls, dim=-1)[:, :-1].t().contiguous()  # (K, Q)
+    out = mask_pred.new_empty((weights.shape[0], ch * cw))
+    rows_per_block = max(1, CPU_PIXELS_PER_BLOCK // cw)
+    block = mask_pred.new_empty((q, rows_per_block, cw))  # reused: no allocation per block
+    for r0 in range(0, ch, rows_per_block):
+        r1 = min(r0 + rows_per_block, ch)
+        rows = block[:, : r1 - r0]
+        torch.lerp(
+            columns.index_select(1, first[r0:r1]), columns.index_select(1, second[r0:r1]),
+            weight[r0:r1, None], out=rows,
+        )  # (Q, rows, cw)
+        torch.mm(weights, rows.view(q, -1).sigmoid_(), out=out[:, r0 * cw : r1 * cw])
+    return out.view(-1, ch, cw)
 
 
 def panoptic_inference(

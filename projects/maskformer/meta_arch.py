@@ -24,7 +24,12 @@ from torch import nn
 
 from .config import DATASET_MAPPER_TARGETS
 from .criterion import SetCriterion
-from .inference import instance_inference, panoptic_inference, semantic_inference
+from .inference import (
+    instance_inference,
+    panoptic_inference,
+    semantic_inference,
+    upsampled_semantic_inference,
+)
 from .matcher import HungarianMatcher
 from .tta import semantic_tta
 
@@ -324,21 +329,23 @@ class MaskFormer(nn.Module):
             image_size = images.image_sizes[i]
             out_hw = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             mask_cls = mask_cls_all[i]
-            masks = F.interpolate(
-                mask_pred_all[i][None], size=images.tensor.shape[-2:], mode="bilinear", align_corners=False
-            )[0]  # (Q, Hp, Wp)
+            padded_size = tuple(images.tensor.shape[-2:])
             result: Dict[str, object] = {}
             # (Q, H, W) at the output size, when semantic scores are combined after
             # resizing or panoptic / instance outputs need it
             resized = None
             if self.sem_seg_postprocess_before_inference:
+                masks = F.interpolate(
+                    mask_pred_all[i][None], size=padded_size, mode="bilinear", align_corners=False
+                )[0]  # (Q, Hp, Wp)
                 resized = sem_seg_postprocess(masks, image_size, *out_hw)
             if self.semantic_on and self.tta is not None:
                 result["sem_seg"] = semantic_tta(self._tta_predict, x["image"], *out_hw, **self.tta)
             elif self.semantic_on and resized is not None:
                 result["sem_seg"] = semantic_inference(mask_cls, resized)
             elif self.semantic_on:
-                scores = semantic_inference(mask_cls, masks)  # (K, Hp, Wp)
+                # upsampled to the padded image and cropped to the image: (K, h, w)
+                scores = upsampled_semantic_inference(mask_cls, mask_pred_all[i], padded_size, image_size)
                 result["sem_seg"] = sem_seg_postprocess(scores, image_size, *out_hw)
             if self.panoptic_on:
                 result["panoptic_seg"] = panoptic_inference(

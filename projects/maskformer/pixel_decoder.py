@@ -68,6 +68,23 @@ def _conv(in_ch: int, out_ch: int, k: int, norm: str, relu: bool) -> Conv2d:
     return conv
 
 
+def add_upsampled_nearest(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + F.interpolate(y, size=x.shape[-2:], mode="nearest")``, x (B, C, H, W), y (B, C, h, w).
+
+    At inference, when H, W are exactly 2h, 2w (padded inputs), y is added to
+    ``x`` in place by broadcasting over 2 x 2 cells: the same values, without the
+    upsampled copy of y (at 1/4 of the image it is as large as x).
+    """
+    b, c, h, w = y.shape
+    if (
+        torch.is_grad_enabled() or torch.jit.is_tracing() or not x.is_contiguous()
+        or tuple(x.shape) != (b, c, 2 * h, 2 * w)
+    ):
+        return x + F.interpolate(y, size=x.shape[-2:], mode="nearest")
+    x.view(b, c, h, 2, w, 2).add_(y[:, :, :, None, :, None])
+    return x
+
+
 @PIXEL_DECODER_REGISTRY.register()
 class BasePixelDecoder(nn.Module):
     @configurable
@@ -131,7 +148,7 @@ class BasePixelDecoder(nn.Module):
         multi_scale = [y]
         for i in range(len(self.in_features) - 2, -1, -1):
             x = self.lateral_convs[i](features[self.in_features[i]])
-            y = x + F.interpolate(y, size=x.shape[-2:], mode="nearest")
+            y = add_upsampled_nearest(x, y)
             y = self.output_convs[i](y)
             multi_scale.append(y)
         return self.mask_features(y), encoded, multi_scale[:MULTI_SCALE_LEVELS]
