@@ -16,7 +16,7 @@ process (spawned workers; this process only coordinates):
 
 1. the official worker builds the official model (``torch.manual_seed(seed)``,
    the official init), randomizes the constant-initialised values (norms,
-   biases, frozen BN statistics) so that every weight matters, and writes its
+   biases, frozen BN statistics; the output fixture's ``_randomize``) and writes its
    state dict to a temporary file; the d2ext worker builds d2ext's model from
    the copy and loads that state dict with ``strict=True``;
 2. both run ``model([{"image", "height", "width"}])`` under ``torch.no_grad()``
@@ -62,28 +62,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 # ----------------------------------------------------------------------------- workers
 
-def _randomize(model, seed: int) -> None:
-    """Random values where the init is constant, so that every parameter matters."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.dtype.is_floating_point or t.dim() != 1 or name.startswith(("criterion.", "pixel_")):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif "norm" in name and name.endswith("weight"):
-                t.copy_(1 + 0.2 * torch.randn(t.shape, generator=gen))
-            else:
-                t.copy_(0.2 * torch.randn(t.shape, generator=gen))
-
-
 def _build_official(args: Dict[str, Any]):
     import d2ext  # noqa: F401  (compat shims only: the installed detectron2 lacks its _C)
 
     sys.path.insert(0, FIXTURES)
     from make_maskformer_official_keys import _patch_imports, _unregister_d2ext_backbones
+    from make_maskformer_official_outputs import _randomize  # every weight matters for the outputs
 
     _unregister_d2ext_backbones()
     _patch_imports(args["official_source"])
@@ -167,12 +151,6 @@ def compare_outputs(official: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str,
     return out
 
 
-def _summary(times: List[float]) -> Dict[str, Any]:
-    from d2ext.benchmark.timing import summarize_times
-
-    return summarize_times(times)
-
-
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
@@ -221,7 +199,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             for proc, conn in workers.values():
                 conn.send("stop")
                 proc.join(timeout=30)
-    results = {name: _summary(t) for name, t in times.items()}
+    from d2ext.benchmark.timing import summarize_times
+
+    results = {name: summarize_times(t) for name, t in times.items()}
     results["ratio_d2ext_to_official"] = results["d2ext"]["latency_ms_median"] / results["official"]["latency_ms_median"]
     results["outputs"] = comparison
     return results
