@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -122,11 +123,18 @@ def _worker(role: str, args: Dict[str, Any], conn) -> None:
         if request == "stop":
             return
         with torch.no_grad():
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             outputs = model(batch)
             elapsed = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
         if request == "time":
-            conn.send(elapsed)
+            conn.send({
+                "wall": elapsed,
+                "user": after.ru_utime - before.ru_utime,
+                "sys": after.ru_stime - before.ru_stime,
+                "minor_faults": after.ru_minflt - before.ru_minflt,
+            })
         elif request == "output":
             result = outputs[0]
             saved = {"sem_seg": result["sem_seg"]} if "sem_seg" in result else {}
@@ -149,6 +157,23 @@ def compare_outputs(official: Dict[str, Any], ours: Dict[str, Any]) -> Dict[str,
     if "panoptic_ids" in official:
         out["panoptic_ids_equal"] = bool((official["panoptic_ids"] == ours["panoptic_ids"]).all())
     return out
+
+
+def median_usage(calls: List[Dict[str, float]]) -> Dict[str, float]:
+    """Medians over the timed calls of the worker's user and system CPU time (ms) and its
+    minor page faults. The system time is mostly first-touch page faults of freshly
+    allocated tensors, which are expensive in a virtual machine and vary with its host:
+    it tells whether a change of the wall time came from computing or from memory."""
+    def median(values: List[float]) -> float:
+        values = sorted(values)
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    return {
+        "user_ms_median": median([c["user"] * 1e3 for c in calls]),
+        "sys_ms_median": median([c["sys"] * 1e3 for c in calls]),
+        "minor_faults_median": median([c["minor_faults"] for c in calls]),
+    }
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -184,14 +209,16 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             print(f"[benchmark_official] outputs: {comparison}", flush=True)
             names = list(workers)
             times: Dict[str, List[float]] = {n: [] for n in names}
+            usage: Dict[str, List[Dict[str, float]]] = {n: [] for n in names}
             for r in range(args.warmup + args.iters):
                 shift = r % len(names)
                 for name in names[shift:] + names[:shift]:
                     conn = workers[name][1]
                     conn.send("time")
-                    elapsed = conn.recv()
+                    call = conn.recv()
                     if r >= args.warmup:
-                        times[name].append(elapsed)
+                        times[name].append(call["wall"])
+                        usage[name].append(call)
                 print(f"[benchmark_official] round {r + 1}/{args.warmup + args.iters}: "
                       + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names if r >= args.warmup and times[n]),
                       flush=True)
@@ -201,20 +228,26 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
                 proc.join(timeout=30)
     from d2ext.benchmark.timing import summarize_times
 
-    results = {name: summarize_times(t) for name, t in times.items()}
+    results = {name: {**summarize_times(t), **median_usage(usage[name])} for name, t in times.items()}
     results["ratio_d2ext_to_official"] = results["d2ext"]["latency_ms_median"] / results["official"]["latency_ms_median"]
     results["outputs"] = comparison
     return results
+
+
+def _cell(r: Dict[str, float]) -> str:
+    return f"{r['latency_ms_median']:.0f} ({r['user_ms_median']:.0f} / {r['sys_ms_median']:.0f})"
 
 
 def markdown(args: argparse.Namespace, results: Dict[str, Any]) -> List[str]:
     h, w = args.input_size
     o, d = results["official"], results["d2ext"]
     lines = [
-        f"| config | input | threads | official ms | d2ext ms | d2ext / official | outputs |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| `{args.config}` | {h}×{w} | {args.threads} | {o['latency_ms_median']:.0f} | {d['latency_ms_median']:.0f} "
-        f"| **{results['ratio_d2ext_to_official']:.2f}×** | "
+        "| config | input | threads | official ms (user / sys) | d2ext ms (user / sys) | d2ext / official "
+        "| page faults official / d2ext | outputs |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| `{args.config}` | {h}×{w} | {args.threads} | {_cell(o)} | {_cell(d)} "
+        f"| **{results['ratio_d2ext_to_official']:.2f}×** "
+        f"| {o['minor_faults_median']:.0f} / {d['minor_faults_median']:.0f} | "
         + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in results["outputs"].items())
         + " |",
     ]
