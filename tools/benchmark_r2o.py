@@ -10,7 +10,8 @@ the superpixels are computed, never taken from the cache):
 
 - ``data: views, whole image, SLIC``: the common mapper on each image (the
   r2o_views target), one process, as one loader worker does it;
-  ``of which SLIC``: SLIC alone on the same whole images (already in the above);
+  ``of which SLIC``: SLIC alone on the same whole images (already in the above;
+  0 in BYOL mode, which computes no superpixels);
 - the model's parts, timed inside ``R2O.forward`` (``part_timer``): ``target
   forward, whole images`` and ``clustering (pool, K-means, paint)`` (the mask
   prediction, r2o mode only), ``online forward`` (encoder on both views,
@@ -123,8 +124,9 @@ def run(args) -> Dict[str, Any]:
             batch = [mapper(next(images)) for _ in range(batch_size)]
             timer.step[DATA] = time.perf_counter() - start
             start = time.perf_counter()
-            for image in whole_rgb(batch, cfg.INPUT.FORMAT):
-                slic_superpixels(image, vr.SLIC_SEGMENTS, vr.SLIC_COMPACTNESS)
+            if "superpixels" in batch[0]["r2o_views"]:  # BYOL mode's views have none
+                for image in whole_rgb(batch, cfg.INPUT.FORMAT):
+                    slic_superpixels(image, vr.SLIC_SEGMENTS, vr.SLIC_COMPACTNESS)
             timer.step[SLIC] = time.perf_counter() - start
 
             synchronize(args.device)

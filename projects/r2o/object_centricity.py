@@ -229,11 +229,15 @@ def evaluation_mapper(cfg):
     from d2ext.data.mapper import CommonDatasetMapper
     from d2ext.data.targets import TARGET_BUILDERS
 
+    from .views import R2OViews
+
+    # superpixels in BYOL mode too: BYOL's checkpoints are clustered here as R2O's are
+    views = TARGET_BUILDERS.get("r2o_views")._replace(build=R2OViews.from_config(cfg, superpixels=True))
     return CommonDatasetMapper(
         is_train=True,  # the mapper builds targets only in training mode
         augmentations=[],
         image_format=cfg.INPUT.FORMAT,
-        targets=[TARGET_BUILDERS.get("r2o_views").bind(cfg), TARGET_BUILDERS.get("segments")],
+        targets=[views, TARGET_BUILDERS.get("segments")],
         size_divisibility=-1,
     )
 

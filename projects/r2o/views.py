@@ -11,7 +11,8 @@ From the original image (not the mapper's augmented one), per training sample::
         "boxes":          (2, 4) float32 XYXY, each view's crop in the whole image's pixels
                           (continuous: the crop covers [x0, x1) x [y0, y1)),
         "flips":          (2,) bool, the view was flipped horizontally after cropping,
-        "superpixels":    (G, G) int64 SLIC labels 0..n-1 of the whole image, all present,
+        "superpixels":    (G, G) int64 SLIC labels 0..n-1 of the whole image, all present
+                          (absent in BYOL mode, whose training never reads them),
     }
 
 A view (BYOL's augmentations): random resized crop (torchvision's sampling:
@@ -27,7 +28,7 @@ a sample's views depend on the seed and its position only.
 from __future__ import annotations
 
 import math
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -135,12 +136,14 @@ class R2OViews:
         slic_segments: int = 256,
         slic_compactness: float = 20.0,
         slic_cache_dir: str = "",
+        superpixels: bool = True,
         memory_cache_entries: int = 4096,
     ):
         """
         Args: as ``MODEL.R2O.VIEWS.*`` (pairs ``blur_prob`` / ``solarize_prob``: view 1, view 2),
         plus ``blur_sigma`` (range), ``solarize_threshold`` (of 255), and
-        ``memory_cache_entries``: superpixel maps kept in memory per loader worker (LRU).
+        ``memory_cache_entries``: superpixel maps kept in memory per loader worker (LRU),
+        and ``superpixels``: whether to compute them at all.
 
         Raises:
             ValueError: a value out of range, naming its config key.
@@ -182,9 +185,12 @@ class R2OViews:
             raise ValueError(f"{_KEY}SLIC_COMPACTNESS must be > 0, got {slic_compactness!r}")
         self.slic_segments, self.slic_compactness = int(slic_segments), float(slic_compactness)
         self.cache = SuperpixelCache(slic_cache_dir, max_entries=memory_cache_entries)
+        self.with_superpixels = bool(superpixels)
 
     @classmethod
-    def from_config(cls, cfg) -> "R2OViews":
+    def from_config(cls, cfg, superpixels: Optional[bool] = None) -> "R2OViews":
+        """``superpixels`` None: computed unless MODEL.R2O.MODE is "byol" (its training
+        does not cluster; SLIC was most of a BYOL loader's time)."""
         v = cfg.MODEL.R2O.VIEWS
         stride = cfg.MODEL.R2O.KMEANS.PAINT_STRIDE
         if cfg.INPUT.FORMAT not in _FORMATS:
@@ -214,6 +220,7 @@ class R2OViews:
             slic_segments=v.SLIC_SEGMENTS,
             slic_compactness=v.SLIC_COMPACTNESS,
             slic_cache_dir=v.SLIC_CACHE_DIR,
+            superpixels=cfg.MODEL.R2O.MODE != "byol" if superpixels is None else superpixels,
         )
 
     # -- one view -------------------------------------------------------------
@@ -297,6 +304,7 @@ class R2OViews:
             "whole": to_format(whole),
             "boxes": torch.tensor(boxes, dtype=torch.float32),
             "flips": torch.tensor(flips, dtype=torch.bool),
-            "superpixels": self.superpixels(ctx.dataset_dict.get("file_name", ""), whole),
         }
+        if self.with_superpixels:
+            result["superpixels"] = self.superpixels(ctx.dataset_dict.get("file_name", ""), whole)
         out["r2o_views"] = result

@@ -430,3 +430,22 @@ def test_unsupported_input_format_names_the_key():
         R2OViews.from_config(cfg)
     with pytest.raises(ValueError, match=re.escape("INPUT.FORMAT")):
         build(rectangles()[..., :1], image_format="L")
+
+
+def test_byol_mode_skips_the_superpixels_and_keeps_the_views():
+    """BYOL's training reads no superpixels, so its loader does not run SLIC; the views
+    (the same random numbers) are unchanged, and the evaluation can ask for them."""
+    cfg = _cfg()
+    cfg.MODEL.R2O.MODE = "byol"
+    byol, r2o = R2OViews.from_config(cfg), R2OViews.from_config(_cfg())
+    forced = R2OViews.from_config(cfg, superpixels=True)
+    outs = []
+    for builder in (byol, r2o, forced):
+        np.random.seed(0)
+        out = {}
+        builder(context(rectangles()), out)
+        outs.append(out["r2o_views"])
+    assert set(outs[0]) == KEYS - {"superpixels"} and set(outs[1]) == set(outs[2]) == KEYS
+    for key in KEYS - {"superpixels"}:
+        assert torch.equal(outs[0][key], outs[1][key])
+    assert torch.equal(outs[1]["superpixels"], outs[2]["superpixels"])
