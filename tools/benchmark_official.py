@@ -3,7 +3,7 @@
 
     python tools/benchmark_official.py --official-source /tmp/mf \\
         [--config ade20k-150/maskformer_R50_bs16_160k.yaml] [--input-size 512 512] \\
-        [--warmup 2] [--iters 10] [--threads 1] [--seed 0] [--output results.json]
+        [--warmup 2] [--iters 10] [--threads 1] [--seed 0] [--fold-bn] [--output results.json]
 
 ``--official-source`` is a scratch tree of facebookresearch/MaskFormer with
 detectron2 v0.6's ``projects/DeepLab`` (laid out as in the docstring of
@@ -23,6 +23,8 @@ process (spawned workers; this process only coordinates):
    in eval mode on the same random image; their outputs are compared here
    (``sem_seg`` logits: max abs difference, argmax agreement; ``panoptic_seg``
    ids where present);
+   with ``--fold-bn`` d2ext's frozen batch norms are then folded into its
+   convolutions (an inference-mode step the outputs must survive);
 3. timing: every round asks each worker for one timed call, the order rotating
    from round to round (as ``d2ext.benchmark.measure_interleaved``), so that a
    change of load on the machine reaches both; ``--warmup`` rounds are not
@@ -57,6 +59,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads in each worker")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fold-bn", action="store_true",
+                   help="fold d2ext's frozen batch norms into its convolutions after loading "
+                        "(d2ext.layers.fold_batch_norms, an inference-mode step; the outputs are "
+                        "still compared with the official's)")
     p.add_argument("--output", default=None, metavar="JSON")
     return p
 
@@ -104,6 +110,10 @@ def _build_d2ext(args: Dict[str, Any]):
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg).eval()
     model.load_state_dict(torch.load(args["weights"]), strict=True)
+    if args["fold_bn"]:
+        from d2ext.layers import fold_batch_norms
+
+        print(f"[benchmark_official] d2ext: {fold_batch_norms(model)} batch norms folded", flush=True)
     return model
 
 
@@ -188,6 +198,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         shared = {
             "official_source": os.path.abspath(args.official_source), "config": args.config,
             "input_size": list(args.input_size), "threads": args.threads, "seed": args.seed,
+            "fold_bn": args.fold_bn,
             "weights": os.path.join(tmp, "weights.pth"),
             "outputs_official": os.path.join(tmp, "official.pth"), "outputs_d2ext": os.path.join(tmp, "d2ext.pth"),
         }
