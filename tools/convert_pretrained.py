@@ -96,13 +96,15 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+
+from d2ext.engine.checkpoint import write_model_zoo_pickle
+from d2ext.tool_logging import quiet_checkpoint_loading
 
 logger = logging.getLogger("d2ext.convert_pretrained")
 
@@ -318,21 +320,6 @@ def check_arch(shape: ResNetShape, arch: str, option: Optional[str] = None) -> N
         raise ConversionError(
             f"{option}: expects depth / groups / width per group {ARCHS[arch]}, the input has {found}"
         )
-
-
-def write_pickle(arrays: Dict[str, np.ndarray], output: str, author: str) -> None:
-    """The detectron2 model-zoo pickle; written beside ``output`` and renamed (never a truncated file)."""
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    data = {"model": arrays, "__author__": author, "matching_heuristics": True}
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".pkl.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def config_lines(shape: ResNetShape, source: Source, weights: str) -> str:
@@ -751,17 +738,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    # The check's own table says what loaded; detectron2's per-module table and
-    # fvcore's list of every head key (random init by design) would bury it.
-    quiet = {"detectron2.checkpoint.c2_model_loading": logging.WARNING, "fvcore.common.checkpoint": logging.ERROR}
-    before = {name: logging.getLogger(name).level for name in quiet}
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
-    try:
+    with quiet_checkpoint_loading():
         return _run(args)
-    finally:
-        for name, level in before.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -787,7 +765,7 @@ def _run(args: argparse.Namespace) -> int:
                 check_swin_arch(shape, args.arch)
             if timm_weights:
                 check_timm_architecture(shape, architecture, f"--timm-model {args.timm_model} ({timm_weights})")
-            write_pickle(conversion.arrays, args.output, source.author)
+            write_model_zoo_pickle(conversion.arrays, args.output, source.author)
             print(
                 f"converted {len(conversion.arrays)} arrays of a {source.author} Swin (EMBED_DIM {shape.embed_dim}, "
                 f"DEPTHS {list(shape.depths)}, window {shape.window_size}) from {args.input} to {args.output}; "
@@ -802,7 +780,7 @@ def _run(args: argparse.Namespace) -> int:
                 check_arch(shape, args.arch)
             if timm_weights:
                 check_timm_architecture(shape, architecture, f"--timm-model {args.timm_model} ({timm_weights})")
-            write_pickle(conversion.arrays, args.output, source.author)
+            write_model_zoo_pickle(conversion.arrays, args.output, source.author)
             print(
                 f"converted {len(conversion.arrays)} arrays of a {source.author} ResNet-{shape.depth} "
                 f"({shape.block} blocks) from {args.input} to {args.output}; dropped {len(conversion.dropped)} "

@@ -30,7 +30,7 @@ import d2ext_projects  # noqa: F401  (d2ext first, then every method's registrat
 from detectron2.modeling import build_model  # noqa: E402
 
 from d2ext.engine.setup import load_cfg  # noqa: E402
-from d2ext.tool_logging import setup_tool_logging  # noqa: E402
+from d2ext.tool_logging import quiet_checkpoint_loading, setup_tool_logging  # noqa: E402
 from d2ext_projects.r2o.export import (  # noqa: E402
     ENCODER_PREFIXES,
     ExportCheck,
@@ -74,20 +74,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_tool_logging()
-    # The check's own table says what loaded; detectron2's per-module table and
-    # fvcore's list of every head key (random init by design) would bury it.
-    # Warnings of the matching (shape mismatches) stay on. Restored on return,
-    # for callers that run main() in their own process (tests).
-    quiet = {} if args.verbose else {"detectron2.checkpoint.c2_model_loading": logging.WARNING,
-                                     "fvcore.common.checkpoint": logging.ERROR}
-    before = {name: logging.getLogger(name).level for name in quiet}
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
-    try:
+    with quiet_checkpoint_loading(enabled=not args.verbose):
         return _run(args)
-    finally:
-        for name, level in before.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""A DetectionCheckpointer whose files are never seen half-written.
+"""Checkpoint files that are never seen half-written.
 
 detectron2 writes ``model_XXXX.pth`` in place and then the ``last_checkpoint``
 tag. A process killed during either write leaves a truncated file that the
@@ -9,7 +9,10 @@ only ever names a complete file.
 from __future__ import annotations
 
 import os
+import pickle
+from typing import Dict
 
+import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -44,3 +47,15 @@ class AtomicCheckpointer(DetectionCheckpointer):
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         tag = os.path.join(self.save_dir, "last_checkpoint")
         _atomic_write(tag, lambda f: f.write(last_filename_basename), "w")
+
+
+def write_model_zoo_pickle(arrays: Dict[str, np.ndarray], path: str, author: str) -> None:
+    """Writes ``arrays`` as a detectron2 model-zoo ``.pkl`` (``MODEL.WEIGHTS`` loads it).
+
+    ``matching_heuristics`` is on, so plain backbone names (``stem.conv1.weight``,
+    ``res2.0.conv1.norm.running_mean``) land on the model's prefixed ones. Written
+    to a temporary name and renamed, so a killed writer never leaves a truncated file.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = {"model": arrays, "__author__": author, "matching_heuristics": True}
+    _atomic_write(path, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL), "wb")

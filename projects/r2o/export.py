@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
+
+from d2ext.engine.checkpoint import write_model_zoo_pickle
 
 __all__ = [
     "ENCODER_PREFIXES",
@@ -111,18 +112,7 @@ def encoder_arrays(
 def export_backbone(checkpoint: str, output: str, encoder: str = "online") -> "OrderedDict[str, np.ndarray]":
     """Writes the export pickle of ``checkpoint``'s ``encoder`` to ``output``; returns its arrays."""
     arrays = encoder_arrays(load_model_state(checkpoint), encoder, source=checkpoint)
-    directory = os.path.dirname(os.path.abspath(output))
-    os.makedirs(directory, exist_ok=True)
-    data = {"model": arrays, "__author__": EXPORT_AUTHOR, "matching_heuristics": True}
-    # Written beside the target and renamed: a killed export never leaves a truncated .pkl.
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".pkl.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_model_zoo_pickle(arrays, output, EXPORT_AUTHOR)
     logger.info("Exported %d arrays of the %s encoder of %s to %s", len(arrays), encoder, checkpoint, output)
     return arrays
 

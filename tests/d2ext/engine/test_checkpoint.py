@@ -1,4 +1,4 @@
-"""A checkpoint cut off while being written is never picked up as the latest."""
+"""A checkpoint cut off while being written is never picked up as the latest; model-zoo pickles."""
 import os
 import signal
 import subprocess
@@ -6,6 +6,8 @@ import sys
 import textwrap
 
 import d2ext  # noqa: F401
+import numpy as np
+import pytest
 import torch
 
 from d2ext.engine.checkpoint import AtomicCheckpointer
@@ -50,3 +52,29 @@ def test_process_killed_mid_save_keeps_previous_checkpoint(tmp_path):
     resumed = AtomicCheckpointer(torch.nn.Linear(3, 2), str(tmp_path))
     assert resumed.get_checkpoint_file().endswith("model_0000004.pth")
     assert resumed.resume_or_load("", resume=True)["iteration"] == 4
+
+
+def test_model_zoo_pickle_loads_by_matching_heuristics(tmp_path):
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from d2ext.engine.checkpoint import write_model_zoo_pickle
+
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    path = tmp_path / "sub" / "weights.pkl"
+    write_model_zoo_pickle({"fc.weight": weight, "fc.bias": np.zeros(2, np.float32)}, str(path), "test")
+    assert os.listdir(path.parent) == ["weights.pkl"]
+    # The plain name "fc.*" lands on the prefixed "backbone.fc.*" only by the heuristics.
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Module()
+    model.backbone.fc = torch.nn.Linear(3, 2)
+    DetectionCheckpointer(model).load(str(path))
+    assert torch.equal(model.backbone.fc.weight, torch.from_numpy(weight))
+
+
+def test_model_zoo_pickle_failed_write_leaves_nothing(tmp_path):
+    from d2ext.engine.checkpoint import write_model_zoo_pickle
+
+    path = tmp_path / "weights.pkl"
+    with pytest.raises(Exception):
+        write_model_zoo_pickle({"bad": lambda: None}, str(path), "test")  # a lambda does not pickle
+    assert os.listdir(tmp_path) == []
