@@ -22,6 +22,16 @@ the superpixels are computed, never taken from the cache):
 
 K is the curriculum's K at iteration 0 (K_START, the costliest clustering)
 unless --k gives another (MODEL.R2O.KMEANS.K_START and K_END are set to it).
+``--flops`` adds fvcore's count of the encoders' forward FLOPs: the online
+encoder on one view, the target encoder on one whole image (up to
+MASK_FEATURE, r2o mode), and the step's estimate from them: per image, both
+views through the online encoder forward and backward (backward counted as
+twice the forward, the usual rule), both through the target encoder, and the
+whole image (r2o mode). The projector and predictor (MLPs on pooled vectors,
+a few % of the step) are not counted. Dividing a pretraining run's FLOPs by a
+fine-tuning step's gives the length of a from-scratch control trained longer
+by the pretraining's compute.
+
 Medians over --iters steps after --warmup. In training the loader's workers
 prepare the data in parallel with the model's step, so ``images/s`` is given
 both for the model's step alone and with the data in series (one core).
@@ -45,10 +55,12 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 from d2ext.benchmark import tool_report  # noqa: E402
+from d2ext.benchmark.flops import count_flops  # noqa: E402
 from d2ext.benchmark.device import synchronize  # noqa: E402
 from d2ext.data.mapper import CommonDatasetMapper  # noqa: E402
 from d2ext.engine import Trainer, load_cfg  # noqa: E402
 from d2ext_projects.r2o.hooks import R2OTargetUpdate, ema_update_  # noqa: E402
+from d2ext_projects.r2o.meta_arch import backbone_features  # noqa: E402
 from d2ext_projects.r2o.superpixels import slic_superpixels  # noqa: E402
 
 DEFAULT_CONFIG = "configs/r2o/toy/r2o_R18_toy.yaml"
@@ -65,6 +77,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--flops", action="store_true",
+                   help="also count the encoders' forward FLOPs and estimate the step's (fvcore)")
     p.add_argument("--output", default=None, metavar="JSON")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
@@ -95,6 +109,24 @@ def whole_rgb(batch: List[dict], image_format: str) -> List[np.ndarray]:
         whole = d["r2o_views"]["whole"]
         whole = whole.flip(0) if image_format == "BGR" else whole
         out.append(np.ascontiguousarray(whole.permute(1, 2, 0).numpy()))
+    return out
+
+
+def encoder_gflops(model, cfg) -> Dict[str, float]:
+    """Forward GFLOPs per image of the encoders, and the training step's estimate (see the docstring)."""
+    r2o = cfg.MODEL.R2O
+    model.eval()  # the same FLOPs; batch norm of one training image would fail on a 1x1 res5
+    view = torch.zeros(1, 3, r2o.VIEWS.CROP_SIZE, r2o.VIEWS.CROP_SIZE, device=model.device)
+    out = {"online_per_view": count_flops(model.backbone, view)["gflops"], "target_whole_per_image": 0.0}
+    if r2o.MODE == "r2o":
+        whole = torch.zeros(1, 3, r2o.VIEWS.WHOLE_SIZE, r2o.VIEWS.WHOLE_SIZE, device=model.device)
+        out["target_whole_per_image"] = count_flops(
+            lambda x: backbone_features(model.target_backbone, x, [r2o.MASK_FEATURE]), whole,
+            modules=[model.target_backbone],
+        )["gflops"]
+    per_image = 2 * 3 * out["online_per_view"] + 2 * out["online_per_view"] + out["target_whole_per_image"]
+    out["step_estimate"] = cfg.SOLVER.IMS_PER_BATCH * per_image
+    model.train()
     return out
 
 
@@ -150,7 +182,7 @@ def run(args) -> Dict[str, Any]:
     names = [n for n in steps[0] if n not in STEP_PARTS] + list(STEP_PARTS)
     median_ms = {n: 1000 * statistics.median(s.get(n, 0.0) for s in steps) for n in names}
     model_ms = sum(v for n, v in median_ms.items() if n not in (DATA, SLIC))
-    return {
+    result = {
         "mode": cfg.MODEL.R2O.MODE,
         "k": model.k_at(0) if cfg.MODEL.R2O.MODE == "r2o" else 1,
         "batch_size": batch_size,
@@ -161,6 +193,9 @@ def run(args) -> Dict[str, Any]:
         "images_per_s_with_data_in_series": 1000 * batch_size / (model_ms + median_ms[DATA]),
         "iters": args.iters,
     }
+    if args.flops:
+        result["gflops"] = encoder_gflops(model, cfg)
+    return result
 
 
 def markdown(args, result: Dict[str, Any]) -> List[str]:
@@ -181,6 +216,13 @@ def markdown(args, result: Dict[str, Any]) -> List[str]:
         f"images/s: {result['images_per_s_model_step']:.2f} (model step), "
         f"{result['images_per_s_with_data_in_series']:.2f} (data in series, one core)",
     ]
+    if "gflops" in result:
+        g = result["gflops"]
+        lines.append(
+            f"GFLOPs (fvcore, forward): online encoder {g['online_per_view']:.3f} per view, target encoder "
+            f"{g['target_whole_per_image']:.3f} per whole image; step estimate {g['step_estimate']:.1f} "
+            "(online forward + backward = 3x forward, projector / predictor not counted)"
+        )
     return lines
 
 

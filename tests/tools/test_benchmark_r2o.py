@@ -43,3 +43,18 @@ def test_every_part_is_timed(mode, isolated_catalogs, tmp_path, capsys):
     assert result["images_per_s_model_step"] == pytest.approx(2000 / model_ms)
     assert json.loads(out.read_text())["results"]["parts_ms_median"] == pytest.approx(parts)
     assert "| clustering" in capsys.readouterr().out or mode == "byol"
+
+
+@pytest.mark.parametrize("mode", ["r2o", "byol"])
+def test_flops_estimate_adds_up(mode, isolated_catalogs, tmp_path):
+    toy.register_toy_unlabeled(str(tmp_path / "data"), 4)
+    config = os.path.join(REPO_ROOT, "configs", "r2o", "toy", f"{mode}_R18_toy.yaml")
+    # The whole image at the views' size through res5: the target's count must equal the online's.
+    same_size = ["MODEL.R2O.VIEWS.WHOLE_SIZE", "32", "MODEL.R2O.MASK_FEATURE", "res5"]
+    result = tool.main(["--config-file", config, "--k", "3", "--warmup", "0", "--iters", "1", "--flops",
+                        *TINY, *same_size])
+    g = result["gflops"]
+    assert g["online_per_view"] > 0
+    whole = g["target_whole_per_image"]
+    assert whole == (pytest.approx(g["online_per_view"]) if mode == "r2o" else 0.0)
+    assert g["step_estimate"] == pytest.approx(2 * (8 * g["online_per_view"] + whole))  # 2 images per step
