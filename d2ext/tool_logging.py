@@ -21,9 +21,8 @@ def quiet_checkpoint_loading(enabled: bool = True) -> Iterator[None]:
     checks: the heads are random by design, so those lists would bury it).
     Warnings of the matching (shape mismatches) stay on; levels are restored on exit.
     """
-    quiet = {"detectron2.checkpoint.c2_model_loading": logging.WARNING, "fvcore.common.checkpoint": logging.ERROR}
-    if not enabled:
-        quiet = {}
+    quiet = {"detectron2.checkpoint.c2_model_loading": logging.WARNING,
+             "fvcore.common.checkpoint": logging.ERROR} if enabled else {}
     before = {name: logging.getLogger(name).level for name in quiet}
     for name, level in quiet.items():
         logging.getLogger(name).setLevel(level)

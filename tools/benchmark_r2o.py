@@ -55,8 +55,8 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 from d2ext.benchmark import tool_report  # noqa: E402
-from d2ext.benchmark.flops import count_flops  # noqa: E402
 from d2ext.benchmark.device import synchronize  # noqa: E402
+from d2ext.benchmark.flops import count_flops  # noqa: E402
 from d2ext.data.mapper import CommonDatasetMapper  # noqa: E402
 from d2ext.engine import Trainer, load_cfg  # noqa: E402
 from d2ext_projects.r2o.hooks import R2OTargetUpdate, ema_update_  # noqa: E402
@@ -115,18 +115,23 @@ def whole_rgb(batch: List[dict], image_format: str) -> List[np.ndarray]:
 def encoder_gflops(model, cfg) -> Dict[str, float]:
     """Forward GFLOPs per image of the encoders, and the training step's estimate (see the docstring)."""
     r2o = cfg.MODEL.R2O
+    was_training = model.training
     model.eval()  # the same FLOPs; batch norm of one training image would fail on a 1x1 res5
-    view = torch.zeros(1, 3, r2o.VIEWS.CROP_SIZE, r2o.VIEWS.CROP_SIZE, device=model.device)
-    out = {"online_per_view": count_flops(model.backbone, view)["gflops"], "target_whole_per_image": 0.0}
-    if r2o.MODE == "r2o":
-        whole = torch.zeros(1, 3, r2o.VIEWS.WHOLE_SIZE, r2o.VIEWS.WHOLE_SIZE, device=model.device)
-        out["target_whole_per_image"] = count_flops(
-            lambda x: backbone_features(model.target_backbone, x, [r2o.MASK_FEATURE]), whole,
-            modules=[model.target_backbone],
-        )["gflops"]
-    per_image = 2 * 3 * out["online_per_view"] + 2 * out["online_per_view"] + out["target_whole_per_image"]
+    try:
+        view = torch.zeros(1, 3, r2o.VIEWS.CROP_SIZE, r2o.VIEWS.CROP_SIZE, device=model.device)
+        out = {"online_per_view": count_flops(model.backbone, view)["gflops"], "target_whole_per_image": 0.0}
+        if r2o.MODE == "r2o":
+            whole = torch.zeros(1, 3, r2o.VIEWS.WHOLE_SIZE, r2o.VIEWS.WHOLE_SIZE, device=model.device)
+            out["target_whole_per_image"] = count_flops(
+                lambda x: backbone_features(model.target_backbone, x, [r2o.MASK_FEATURE]), whole,
+                modules=[model.target_backbone],
+            )["gflops"]
+    finally:
+        model.train(was_training)
+    views = 2
+    online_train = 3 * out["online_per_view"]  # forward + backward (twice the forward)
+    per_image = views * (online_train + out["online_per_view"]) + out["target_whole_per_image"]
     out["step_estimate"] = cfg.SOLVER.IMS_PER_BATCH * per_image
-    model.train()
     return out
 
 
