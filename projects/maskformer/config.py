@@ -9,7 +9,8 @@ Additions beyond the official MaskFormer keys, named as in Mask2Former:
 ``TEST.SEMANTIC_ON`` / ``TEST.INSTANCE_ON`` (which outputs inference returns),
 ``CLASS_WEIGHT`` and the point-sampled loss keys ``TRAIN_NUM_POINTS``,
 ``OVERSAMPLE_RATIO``, ``IMPORTANCE_SAMPLE_RATIO``. d2ext's own:
-``MASK_LOSS_AT_TARGET_RESOLUTION``.
+``MASK_LOSS_AT_TARGET_RESOLUTION`` and Mask2Former's ablation switches
+``MASKED_ATTENTION``, ``SINGLE_SCALE_LEVEL``.
 """
 from __future__ import annotations
 
@@ -129,6 +130,12 @@ def add_mask2former_config(cfg: CN) -> None:
     # Defined, as in the official, but not read: the encoder's heads are
     # MODEL.MASK_FORMER.NHEADS there and here.
     head.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS = 8
+    # d2ext's ablation switches of MultiScaleMaskedTransformerDecoder (not in the
+    # official code, whose behaviour the defaults are): False = cross-attention
+    # without the previous prediction's mask; a level 0..2 = every decoder layer
+    # attends to that level only (0 = 1/32, 2 = 1/8) instead of cycling over them.
+    mf.MASKED_ATTENTION = True
+    mf.SINGLE_SCALE_LEVEL = -1
     # large-scale jitter (mappers "coco_instance_lsj", "coco_panoptic_lsj"):
     # scale to [MIN_SCALE, MAX_SCALE] x IMAGE_SIZE, crop / pad to IMAGE_SIZE
     cfg.INPUT.IMAGE_SIZE = 1024

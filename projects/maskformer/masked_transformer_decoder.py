@@ -97,7 +97,9 @@ class FFNLayer(nn.Module):
 @TRANSFORMER_DECODER_REGISTRY.register()
 class MultiScaleMaskedTransformerDecoder(nn.Module):
     """Mask2Former's decoder: layer i cross-attends to level i % 3, masked by the
-    previous prediction's foreground (sigmoid >= 0.5), then self-attention, FFN."""
+    previous prediction's foreground (sigmoid >= 0.5), then self-attention, FFN.
+    ``masked_attention`` and ``single_scale_level`` switch those two parts off for
+    ablations."""
 
     num_feature_levels = 3
 
@@ -117,6 +119,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         mask_dim: int,
         enforce_input_project: bool,
         deep_supervision: bool = True,
+        masked_attention: bool = True,
+        single_scale_level: int = -1,
     ):
         """
         Args:
@@ -126,12 +130,23 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             dec_layers: L, the decoder layers proper (DEC_LAYERS - 1).
             enforce_input_project: a 1x1 conv even when in_channels == hidden_dim.
             deep_supervision: return "aux_outputs" in training.
+            masked_attention: False = plain cross-attention to the whole level
+                (the paper's ablation; the checkpoints' parameters are the same).
+            single_scale_level: -1 = the layers cycle over the 3 levels; 0, 1 or
+                2 = every layer attends to that level only (0 = the coarsest).
         """
         super().__init__()
         if not mask_classification:
             raise ValueError("MultiScaleMaskedTransformerDecoder needs mask classification")
+        if single_scale_level not in (-1, *range(self.num_feature_levels)):
+            raise ValueError(
+                f"MODEL.MASK_FORMER.SINGLE_SCALE_LEVEL={single_scale_level}: must be -1 "
+                f"(multi-scale) or a level 0..{self.num_feature_levels - 1}"
+            )
         self.mask_classification = mask_classification
         self.deep_supervision = deep_supervision
+        self.masked_attention = masked_attention
+        self.single_scale_level = single_scale_level
         # equals the official PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
         self.num_heads = nheads
@@ -183,6 +198,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             "enforce_input_project": mf.ENFORCE_INPUT_PROJ,
             "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
             "deep_supervision": mf.DEEP_SUPERVISION,
+            "masked_attention": mf.MASKED_ATTENTION,
+            "single_scale_level": mf.SINGLE_SCALE_LEVEL,
         }
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -190,6 +207,12 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         for k in [k for k in state_dict if k.startswith(prefix) and "static_query" in k]:
             state_dict[k.replace("static_query", "query_feat")] = state_dict.pop(k)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def level_of_layer(self, i: int) -> int:
+        """The feature level decoder layer i attends to (i = L: after the last)."""
+        if self.single_scale_level >= 0:
+            return self.single_scale_level
+        return i % self.num_feature_levels
 
     def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, size):
         """output: (B, Q, C); mask_features: (B, D, H, W); size: (h, w) of the level
@@ -227,18 +250,22 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         b = x[0].shape[0]
         query_pos = self.query_embed.weight[None].repeat(b, 1, 1)  # (B, Q, C)
         output = self.query_feat.weight[None].repeat(b, 1, 1)
-        logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        first = sizes[self.level_of_layer(0)]
+        logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, first)
         predictions = [{"pred_logits": logits, "pred_masks": masks}]
         for i in range(self.num_layers):
-            level = i % self.num_feature_levels
-            # a query with nothing in its mask would get no attention at all (NaN): let it see everything
-            attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
+            level = self.level_of_layer(i)
+            if self.masked_attention:
+                # a query with nothing in its mask would get no attention at all (NaN): let it see everything
+                attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
+            else:
+                attn_mask = None
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
             )
             output = self.transformer_self_attention_layers[i](output, query_pos=query_pos)
             output = self.transformer_ffn_layers[i](output)
-            nxt = sizes[(i + 1) % self.num_feature_levels]
+            nxt = sizes[self.level_of_layer(i + 1)]
             logits, masks, attn_mask = self.forward_prediction_heads(output, mask_features, nxt)
             predictions.append({"pred_logits": logits, "pred_masks": masks})
         out: Dict[str, object] = dict(predictions[-1])

@@ -45,11 +45,13 @@ def test_dec_layers_below_one_is_a_clear_error():
         MultiScaleMaskedTransformerDecoder(_cfg(dec_layers=0), 16)
 
 
-def _one_layer_decoder(inside_value: float):
+def _one_layer_decoder(inside_value: float, masked_attention: bool = True):
     """One decoder layer (DEC_LAYERS 2). The learnable queries' masks are made to
     be 10 * mask_features[:, 0] for every query: mask_embed outputs (10, 0, ...)."""
     torch.manual_seed(0)
-    dec = MultiScaleMaskedTransformerDecoder(_cfg(dec_layers=2), 16).eval()
+    cfg = _cfg(dec_layers=2)
+    cfg.MODEL.MASK_FORMER.MASKED_ATTENTION = masked_attention
+    dec = MultiScaleMaskedTransformerDecoder(cfg, 16).eval()
     with torch.no_grad():
         last = dec.mask_embed.layers[-1]
         last.weight.zero_()
@@ -88,6 +90,48 @@ def test_query_with_empty_mask_attends_everywhere():
         y = [x[0].clone(), x[1], x[2]]
         y[0][..., cols] += torch.randn_like(y[0][..., cols]) * 3
         assert (_final_logits(dec, y, mf) - ref).abs().max() > 1e-3
+
+
+def test_without_masked_attention_every_query_sees_the_whole_level():
+    # the ablation: the same left-half masks as above no longer restrict layer 0
+    dec, mf = _one_layer_decoder(inside_value=1.0, masked_attention=False)
+    x = [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
+    ref = _final_logits(dec, x, mf)
+    outside = [x[0].clone(), x[1], x[2]]
+    outside[0][..., 5:] += torch.randn_like(outside[0][..., 5:]) * 3
+    assert (_final_logits(dec, outside, mf) - ref).abs().max() > 1e-3
+
+
+def _perturbed_level_changes(single_scale_level: int, dec_layers: int = 4):
+    """Which of the 3 levels the final logits depend on, for 3 decoder layers."""
+    torch.manual_seed(0)
+    cfg = _cfg(dec_layers=dec_layers)
+    cfg.MODEL.MASK_FORMER.SINGLE_SCALE_LEVEL = single_scale_level
+    dec = MultiScaleMaskedTransformerDecoder(cfg, 16).eval()
+    x, mf = _inputs(b=1)
+    ref = _final_logits(dec, x, mf)
+    changed = []
+    for level in range(3):
+        y = list(x)
+        y[level] = x[level] + torch.randn_like(x[level]) * 3
+        changed.append(bool((_final_logits(dec, y, mf) - ref).abs().max() > 1e-4))
+    return changed
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_single_scale_decoder_reads_only_its_level(level):
+    assert _perturbed_level_changes(level) == [i == level for i in range(3)]
+
+
+def test_multi_scale_decoder_reads_every_level():
+    assert _perturbed_level_changes(-1) == [True, True, True]
+
+
+def test_single_scale_level_out_of_range_is_a_clear_error():
+    cfg = _cfg()
+    cfg.MODEL.MASK_FORMER.SINGLE_SCALE_LEVEL = 3
+    with pytest.raises(ValueError, match="MODEL.MASK_FORMER.SINGLE_SCALE_LEVEL=3"):
+        MultiScaleMaskedTransformerDecoder(cfg, 16)
 
 
 def _official_layout(c=256, ffn=2048, layers=9, queries=100, classes=133, mask_dim=256):
