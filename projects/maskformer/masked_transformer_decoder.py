@@ -217,12 +217,17 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     def forward_prediction_heads(self, output: torch.Tensor, mask_features: torch.Tensor, size):
         """output: (B, Q, C); mask_features: (B, D, H, W); size: (h, w) of the level
         the next layer attends to -> logits (B, Q, K+1), masks (B, Q, H, W),
-        attn_mask (B*n, Q, h*w) bool, True = may not attend."""
+        attn_mask (B*n, Q, h*w) bool, True = may not attend (None without
+        masked attention). A query whose mask is empty may attend everywhere:
+        with no key at all its attention would be NaN."""
         decoded = self.decoder_norm(output)
         logits = self.class_embed(decoded)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(decoded), mask_features)
+        if not self.masked_attention:
+            return logits, masks, None
         small = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         attn_mask = small.sigmoid().flatten(2) < 0.5  # (B, Q, h*w)
+        attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
         # nn.MultiheadAttention wants one mask per (image, head), image-major
         attn_mask = attn_mask.repeat_interleave(self.num_heads, dim=0).detach()
         return logits, masks, attn_mask
@@ -255,11 +260,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         predictions = [{"pred_logits": logits, "pred_masks": masks}]
         for i in range(self.num_layers):
             level = self.level_of_layer(i)
-            if self.masked_attention:
-                # a query with nothing in its mask would get no attention at all (NaN): let it see everything
-                attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
-            else:
-                attn_mask = None
             output = self.transformer_cross_attention_layers[i](
                 output, src[level], memory_mask=attn_mask, pos=pos[level], query_pos=query_pos
             )

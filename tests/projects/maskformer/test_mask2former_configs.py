@@ -6,11 +6,14 @@ import glob
 import os
 
 import pytest
+import torch
 from detectron2.modeling import build_model
 
+from d2ext.data.mapper import CommonDatasetMapper
 from d2ext.engine import load_cfg
 from d2ext_projects.maskformer import MSDeformAttnPixelDecoder, MultiScaleMaskedTransformerDecoder
 from tests.conftest import REPO_ROOT
+from tests.projects.maskformer.conftest import TINY
 
 ROOT = os.path.join(REPO_ROOT, "configs", "mask2former")
 CONFIGS = sorted(
@@ -55,11 +58,6 @@ def test_mask2former_trains_with_binary_cross_entropy_maskformer_with_focal():
 def test_toy_config_trains_with_each_ablation_switch(small_toy, ablation):
     """One training step of the (narrowed) toy Mask2Former with each ablation: finite
     losses for every decoder layer and gradients into every cross-attention layer."""
-    import torch
-
-    from d2ext.data.mapper import CommonDatasetMapper
-    from tests.projects.maskformer.conftest import TINY
-
     torch.manual_seed(0)
     cfg = load_cfg(os.path.join(ROOT, "toy", "maskformer2_R18_toy_panoptic.yaml"),
                    TINY + ["MODEL.DEVICE", "cpu", "MODEL.MASK_FORMER.DEC_LAYERS", "4"] + ablation)

@@ -68,44 +68,50 @@ def _final_logits(dec, x, mask_features):
         return dec(x, mask_features)["pred_logits"]
 
 
+def _level0_inputs():
+    return [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
+
+
+def _with_noise_in_columns(x, cols: slice):
+    """x with strong noise added to the columns `cols` of level 0 (the level layer 0 reads)."""
+    y = [x[0].clone(), x[1], x[2]]
+    y[0][..., cols] += torch.randn_like(y[0][..., cols]) * 3
+    return y
+
+
 def test_cross_attention_sees_only_the_previous_mask():
     # layer 0 attends to level 0 (8x8); the left-half mask resized there covers columns 0..3
     dec, mf = _one_layer_decoder(inside_value=1.0)
-    x = [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
+    x = _level0_inputs()
     ref = _final_logits(dec, x, mf)
-    outside = [x[0].clone(), x[1], x[2]]
-    outside[0][..., 5:] += torch.randn_like(outside[0][..., 5:]) * 3
+    outside = _with_noise_in_columns(x, slice(5, None))
     torch.testing.assert_close(_final_logits(dec, outside, mf), ref, rtol=0, atol=1e-5)
-    inside = [x[0].clone(), x[1], x[2]]
-    inside[0][..., :2] += torch.randn_like(inside[0][..., :2]) * 3
+    inside = _with_noise_in_columns(x, slice(0, 2))
     assert (_final_logits(dec, inside, mf) - ref).abs().max() > 1e-3
 
 
 def test_query_with_empty_mask_attends_everywhere():
     dec, mf = _one_layer_decoder(inside_value=-1.0)  # every mask empty
-    x = [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
+    x = _level0_inputs()
     ref = _final_logits(dec, x, mf)
     assert torch.isfinite(ref).all()
     for cols in (slice(0, 2), slice(5, 8)):
-        y = [x[0].clone(), x[1], x[2]]
-        y[0][..., cols] += torch.randn_like(y[0][..., cols]) * 3
-        assert (_final_logits(dec, y, mf) - ref).abs().max() > 1e-3
+        assert (_final_logits(dec, _with_noise_in_columns(x, cols), mf) - ref).abs().max() > 1e-3
 
 
 def test_without_masked_attention_every_query_sees_the_whole_level():
     # the ablation: the same left-half masks as above no longer restrict layer 0
     dec, mf = _one_layer_decoder(inside_value=1.0, masked_attention=False)
-    x = [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
+    x = _level0_inputs()
     ref = _final_logits(dec, x, mf)
-    outside = [x[0].clone(), x[1], x[2]]
-    outside[0][..., 5:] += torch.randn_like(outside[0][..., 5:]) * 3
+    outside = _with_noise_in_columns(x, slice(5, None))
     assert (_final_logits(dec, outside, mf) - ref).abs().max() > 1e-3
 
 
-def _perturbed_level_changes(single_scale_level: int, dec_layers: int = 4):
+def _perturbed_level_changes(single_scale_level: int):
     """Which of the 3 levels the final logits depend on, for 3 decoder layers."""
     torch.manual_seed(0)
-    cfg = _cfg(dec_layers=dec_layers)
+    cfg = _cfg(dec_layers=4)
     cfg.MODEL.MASK_FORMER.SINGLE_SCALE_LEVEL = single_scale_level
     dec = MultiScaleMaskedTransformerDecoder(cfg, 16).eval()
     x, mf = _inputs(b=1)
