@@ -3,8 +3,10 @@
 
     python tools/summarize_runs.py output/baselines/mask_rcnn_R18_FPN_toy/seed_* [--metrics segm/AP segm/AP75]
 
-Each run folder holds detectron2's metrics.json; the evaluation results of a
-run are the last record that carries them. A missing or unfinished run is an error.
+A training run's folder holds detectron2's metrics.json; its evaluation results
+are the last record that carries them. An evaluation-only folder (train_net.py
+--eval-only, e.g. of an intermediate checkpoint) holds eval_results.json
+instead. A missing or unfinished run is an error.
 """
 from __future__ import annotations
 
@@ -20,8 +22,12 @@ DEFAULT_METRICS = ["segm/AP", "segm/AP75", "bbox/AP", "sem_seg/mIoU", "panoptic_
 
 def final_metrics(run_dir: str) -> Dict[str, float]:
     path = os.path.join(run_dir, "metrics.json")
+    eval_only = os.path.join(run_dir, "eval_results.json")
+    if not os.path.exists(path) and os.path.exists(eval_only):
+        with open(eval_only) as f:
+            return json.load(f)["results"]
     if not os.path.exists(path):
-        raise SystemExit(f"{run_dir}: no metrics.json (did the run start?)")
+        raise SystemExit(f"{run_dir}: neither metrics.json nor eval_results.json (did the run start?)")
     found: Dict[str, float] = {}
     with open(path) as f:
         for line in f:

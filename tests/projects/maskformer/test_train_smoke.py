@@ -1,6 +1,7 @@
 """Smoke tests on a small toy dataset: training iterations through the Trainer,
 evaluation through Trainer.test, an --eval-only run of train_net.py reporting
 PQ, mask AP and mIoU; images without segments; semantic TTA."""
+import json
 import os
 
 import pytest
@@ -63,6 +64,10 @@ def test_train_and_evaluate_toy_panoptic_then_eval_only(small_toy, tmp_path):
     results = train_net.main(args)
     for task, metric in [("panoptic_seg", "PQ"), ("segm", "AP"), ("sem_seg", "mIoU")]:
         assert isinstance(results[task][metric], float), (task, results[task])
+    with open(tmp_path / "eval" / "eval_results.json") as f:  # what tools/summarize_runs.py reads
+        written = json.load(f)["results"]
+    assert written["panoptic_seg/PQ"] == results["panoptic_seg"]["PQ"]
+    assert written["sem_seg/mIoU"] == results["sem_seg"]["mIoU"]
 
 
 def test_train_toy_semantic(small_toy, tmp_path):
