@@ -22,12 +22,12 @@ DEFAULT_METRICS = ["segm/AP", "segm/AP75", "bbox/AP", "sem_seg/mIoU", "panoptic_
 
 def final_metrics(run_dir: str) -> Dict[str, float]:
     path = os.path.join(run_dir, "metrics.json")
-    eval_only = os.path.join(run_dir, "eval_results.json")
-    if not os.path.exists(path) and os.path.exists(eval_only):
+    if not os.path.exists(path):
+        eval_only = os.path.join(run_dir, "eval_results.json")  # written by train_net.write_eval_results
+        if not os.path.exists(eval_only):
+            raise SystemExit(f"{run_dir}: neither metrics.json nor eval_results.json (did the run start?)")
         with open(eval_only) as f:
             return json.load(f)["results"]
-    if not os.path.exists(path):
-        raise SystemExit(f"{run_dir}: neither metrics.json nor eval_results.json (did the run start?)")
     found: Dict[str, float] = {}
     with open(path) as f:
         for line in f:

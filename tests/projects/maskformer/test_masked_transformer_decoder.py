@@ -68,7 +68,8 @@ def _final_logits(dec, x, mask_features):
         return dec(x, mask_features)["pred_logits"]
 
 
-def _level0_inputs():
+def _three_levels():
+    """Decoder inputs: levels 0, 1, 2 (8x8, 4x4, 2x2), 16 channels."""
     return [torch.randn(1, 16, s, s) for s in (8, 4, 2)]
 
 
@@ -82,7 +83,7 @@ def _with_noise_in_columns(x, cols: slice):
 def test_cross_attention_sees_only_the_previous_mask():
     # layer 0 attends to level 0 (8x8); the left-half mask resized there covers columns 0..3
     dec, mf = _one_layer_decoder(inside_value=1.0)
-    x = _level0_inputs()
+    x = _three_levels()
     ref = _final_logits(dec, x, mf)
     outside = _with_noise_in_columns(x, slice(5, None))
     torch.testing.assert_close(_final_logits(dec, outside, mf), ref, rtol=0, atol=1e-5)
@@ -92,7 +93,7 @@ def test_cross_attention_sees_only_the_previous_mask():
 
 def test_query_with_empty_mask_attends_everywhere():
     dec, mf = _one_layer_decoder(inside_value=-1.0)  # every mask empty
-    x = _level0_inputs()
+    x = _three_levels()
     ref = _final_logits(dec, x, mf)
     assert torch.isfinite(ref).all()
     for cols in (slice(0, 2), slice(5, 8)):
@@ -102,7 +103,7 @@ def test_query_with_empty_mask_attends_everywhere():
 def test_without_masked_attention_every_query_sees_the_whole_level():
     # the ablation: the same left-half masks as above no longer restrict layer 0
     dec, mf = _one_layer_decoder(inside_value=1.0, masked_attention=False)
-    x = _level0_inputs()
+    x = _three_levels()
     ref = _final_logits(dec, x, mf)
     outside = _with_noise_in_columns(x, slice(5, None))
     assert (_final_logits(dec, outside, mf) - ref).abs().max() > 1e-3
